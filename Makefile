@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine (Python 3.10+, gcc, the Python headers):
+#
+#   make demo    the main job: diagnose io_uring here, then an echo on io_uring vs Trio's epoll
+#   make test    our tests, then Trio's own test suite, on the io_uring backend
+#
+# Both create .venv and install trio_uring into it (pip compiles the C ring layer).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test test-ours test-trio clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml setup.py trio_uring/_ring.c trio_uring/_ring.h trio_uring/_ring_build.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: setup
+	$(PY) -m trio_uring
+
+test: test-ours test-trio
+
+test-ours: setup
+	$(PY) -m pytest
+
+test-trio: setup
+	$(PY) tests/trio_suite/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info trio_uring/*.so trio_uring/_ring_cffi.c

@@ -1,0 +1,35 @@
+"""trio_uring: an io_uring backend for Trio.
+
+    import trio_uring
+    trio_uring.run(main)          # like trio.run(main), on io_uring
+    trio_uring.install()          # or: every trio.run from now on uses io_uring
+"""
+
+from ._install import (
+    check_available,
+    install,
+    installed,
+    is_available,
+    is_installed,
+    run,
+    start_guest_run,
+    uninstall,
+)
+from ._iomanager import UringIOManager, UringStatistics
+from ._ring import UringUnavailableError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "UringIOManager",
+    "UringStatistics",
+    "UringUnavailableError",
+    "check_available",
+    "install",
+    "installed",
+    "is_available",
+    "is_installed",
+    "run",
+    "start_guest_run",
+    "uninstall",
+]

@@ -1,0 +1,181 @@
+"""Choosing the backend: `run`, `start_guest_run`, `install` / `uninstall`.
+
+Trio builds its I/O backend in ``setup_runner()`` with ``TheIOManager()``, a module
+global of ``trio._core._run`` looked up at call time. It is the one patch point that
+``trio.run``, ``trio.lowlevel.start_guest_run``, ``trio.testing.trio_test`` and
+pytest-trio all go through, and this module is the only place that touches it.
+
+* `install` makes it `UringIOManager` for the whole process, so plain ``trio.run``
+  (and anyio, pytest-trio, servers built on Trio) run on io_uring. It installs the
+  class itself, not a wrapper, because Trio's own tests monkeypatch methods on it.
+* `run` and `start_guest_run` use io_uring for their own run only, even while other
+  threads run stock Trio: ``TheIOManager`` becomes a selector that builds what the
+  calling thread asked for (Trio's previous backend unless asked).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import warnings
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import trio
+import trio._core._run as _trio_run
+
+from ._iomanager import UringIOManager
+from ._ring import Ring, UringUnavailableError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator, Sequence
+
+    from trio.abc import Clock, Instrument
+    from trio.lowlevel import Task  # noqa: F401
+
+__all__ = [
+    "check_available",
+    "install",
+    "installed",
+    "is_available",
+    "is_installed",
+    "run",
+    "start_guest_run",
+    "uninstall",
+]
+
+T = TypeVar("T")
+
+# The backend Trio chose at import (EpollIOManager on Linux).
+_stock_io_manager: Any = _trio_run.TheIOManager
+_before_install: Any = None
+_thread = threading.local()
+_lock = threading.Lock()
+_availability: UringUnavailableError | bool | None = None
+
+
+class _PerThreadIOManager:
+    """Stands in for ``TheIOManager``: builds the manager the calling thread asked for."""
+
+    def __new__(cls) -> Any:  # type: ignore[misc]
+        return (getattr(_thread, "io_manager", None) or _stock_io_manager)()
+
+
+def check_available() -> None:
+    """Raise `UringUnavailableError` (errno, cause and fix) unless io_uring works here."""
+    global _availability
+    if _availability is None:
+        try:
+            Ring(8, 16).close()
+        except UringUnavailableError as exc:
+            _availability = exc
+        else:
+            _availability = True
+    if _availability is not True:
+        assert isinstance(_availability, UringUnavailableError)
+        raise _availability
+
+
+def is_available() -> bool:
+    """Whether io_uring can be set up here with what trio_uring needs."""
+    try:
+        check_available()
+    except UringUnavailableError:
+        return False
+    return True
+
+
+def is_installed() -> bool:
+    """Whether plain ``trio.run`` currently uses io_uring (see `install`)."""
+    return _trio_run.TheIOManager is UringIOManager
+
+
+def install(*, fallback: bool = False) -> bool:
+    """Make every later ``trio.run`` in this process use the io_uring backend.
+
+    If io_uring is unavailable, raise `UringUnavailableError`; or, with
+    ``fallback=True``, warn (RuntimeWarning) and leave Trio on epoll. Returns
+    whether io_uring is now installed.
+    """
+    global _before_install
+    try:
+        check_available()
+    except UringUnavailableError as exc:
+        if not fallback:
+            raise
+        warnings.warn(f"trio_uring: falling back to Trio's epoll backend. {exc}", RuntimeWarning, stacklevel=2)
+        return False
+    with _lock:
+        if not is_installed():
+            _before_install = _trio_run.TheIOManager
+            _trio_run.TheIOManager = UringIOManager
+    return True
+
+
+def uninstall() -> None:
+    """Undo `install`: later ``trio.run`` calls use the backend they used before."""
+    global _before_install
+    with _lock:
+        if is_installed():
+            _trio_run.TheIOManager = _before_install or _stock_io_manager
+            _before_install = None
+
+
+@contextlib.contextmanager
+def installed(*, fallback: bool = False) -> Iterator[bool]:
+    """``with trio_uring.installed(): trio.run(...)``: `install`, then `uninstall` on exit."""
+    was_installed = is_installed()
+    ok = install(fallback=fallback)
+    try:
+        yield ok
+    finally:
+        if ok and not was_installed:
+            uninstall()
+
+
+@contextlib.contextmanager
+def _this_thread_uses_uring() -> Iterator[None]:
+    if is_installed():
+        yield
+        return
+    check_available()
+    global _stock_io_manager
+    with _lock:
+        current = _trio_run.TheIOManager
+        if current is not _PerThreadIOManager:
+            _stock_io_manager = current
+            _trio_run.TheIOManager = _PerThreadIOManager
+    previous = getattr(_thread, "io_manager", None)
+    _thread.io_manager = UringIOManager
+    try:
+        yield
+    finally:
+        _thread.io_manager = previous
+
+
+def run(
+    async_fn: Callable[..., Awaitable[T]],
+    *args: object,
+    clock: Clock | None = None,
+    instruments: Sequence[Instrument] = (),
+    restrict_keyboard_interrupt_to_checkpoints: bool = False,
+    strict_exception_groups: bool = True,
+) -> T:
+    """`trio.run`, on the io_uring backend. Same arguments, same result.
+
+    :raises UringUnavailableError: if io_uring cannot be used here (errno, cause, fix).
+    """
+    with _this_thread_uses_uring():
+        return trio.run(
+            async_fn,
+            *args,
+            clock=clock,
+            instruments=instruments,
+            restrict_keyboard_interrupt_to_checkpoints=restrict_keyboard_interrupt_to_checkpoints,
+            strict_exception_groups=strict_exception_groups,
+        )
+
+
+def start_guest_run(async_fn: Callable[..., Awaitable[object]], *args: object, **kwargs: Any) -> None:
+    """`trio.lowlevel.start_guest_run`, on the io_uring backend. Same arguments."""
+    with _this_thread_uses_uring():
+        trio.lowlevel.start_guest_run(async_fn, *args, **kwargs)

@@ -1,0 +1,235 @@
+"""UringIOManager: Trio's runner <-> io_uring.
+
+Trio has no plug-in API for I/O backends; its runner calls a duck-typed object built
+by ``trio._core._run.TheIOManager()`` (see ``trio/_core/_io_epoll.py`` for the stock
+one). This class is that object. Each runner hook below carries its contract in one
+line; the op lifecycle it relies on is explained in `trio_uring._lifecycle`.
+
+Threads. In ``trio.run`` everything happens on one thread. In guest mode
+(``start_guest_run``) Trio calls ``get_events(timeout)`` from a worker thread while
+the host thread keeps going, so: only the run-loop thread (the one that built this
+manager) writes or submits SQEs or reaps CQEs; the worker only waits in
+``io_uring_enter``. The ring is created without IORING_SETUP_SINGLE_ISSUER /
+DEFER_TASKRUN / COOP_TASKRUN, which would forbid or starve a waiter on another
+thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import attrs
+from trio._core._run import GLOBAL_RUN_CONTEXT
+
+from ._lifecycle import READ, WRITE, Op, OpDriver
+from ._ring import Ring
+from ._ring_cffi import ffi
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from trio.lowlevel import Task
+
+__all__ = ["UringIOManager", "UringStatistics"]
+
+_EINTR = -errno.EINTR
+_RETRY_LATER = (-errno.EBUSY, -errno.EAGAIN)  # the kernel is short of memory for now
+
+
+@attrs.frozen
+class UringStatistics:
+    """``trio.lowlevel.current_statistics().io_statistics`` on the io_uring backend."""
+
+    #: Tasks blocked reading / writing: wait_readable, recv, accept / wait_writable, send, connect.
+    tasks_waiting_read: int
+    tasks_waiting_write: int
+    #: Ops the kernel has not finished with (their final CQE has not arrived),
+    #: not counting the backend's own wake-up read.
+    ops_in_flight: int
+    #: SQEs written in this run, by opcode name ("POLL_ADD", "RECV", ...).
+    ops_submitted: Mapping[str, int]
+    backend: Literal["io_uring"] = "io_uring"
+
+
+class _WakeupRead(Op):
+    """The IORING_OP_READ on the eventfd that `force_wakeup` writes to."""
+
+    __slots__ = ("manager",)
+
+    def on_cqe(self, res: int, flags: int, reschedule: Callable[[Task], None]) -> None:
+        self.manager._arm_wakeup()
+
+
+class UringIOManager:
+    """Trio's IOManager on io_uring: readiness waits as POLL_ADD, ops as SQEs.
+
+    Built by Trio's runner once per run (``TheIOManager()``, no arguments). Raises
+    `trio_uring.UringUnavailableError` if io_uring cannot be used here.
+    """
+
+    #: Ring sizes. The SQ is flushed whenever it fills, so it only bounds one
+    #: io_uring_enter; the CQ is large because a multishot op ends when a CQE
+    #: does not fit.
+    sq_entries = 512
+    cq_entries = 8192
+
+    def __init__(self) -> None:
+        self._ring = ring = Ring(self.sq_entries, self.cq_entries)
+        self._driver = OpDriver(ring)
+        self._loop_thread = threading.get_ident()
+        self._reschedule: Callable[[Task], None] | None = None
+        self._closing = False
+        self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._wake_buf = ffi.new("uint64_t *")
+        self._arm_wakeup()
+
+    def _arm_wakeup(self) -> None:
+        if self._closing:
+            return
+        op = self._driver.start(
+            self._wake_fd, None, self._ring.prep_read, self._wake_fd, self._wake_buf, 8, 0,
+            keep=self._wake_buf, op_class=_WakeupRead,
+        )
+        op.manager = self  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------ runner hooks
+
+    # Any thread, any time (signal handlers included): make a get_events that is
+    # blocked now, or the next one, return truthy.
+    def force_wakeup(self) -> None:
+        try:
+            os.eventfd_write(self._wake_fd, 1)
+        except OSError:  # closed, or the counter is saturated: a wakeup is pending anyway
+            pass
+
+    # Return value must be falsy IFF the timeout expired with nothing to do; it is
+    # passed to process_events. Never raises for a signal: EINTR returns to Python
+    # (so the handler runs) and the wait resumes for the rest of the timeout.
+    def get_events(self, timeout: float) -> int:
+        on_loop_thread = threading.get_ident() == self._loop_thread
+        if on_loop_thread:
+            self._driver.in_tick = False
+        ring = self._ring
+        started = time.monotonic() if timeout > 0 else 0.0
+        remaining = timeout
+        while True:
+            n = ring.wait(remaining, submit=on_loop_thread)
+            if n >= 0:
+                return n
+            if n == _EINTR:
+                if timeout > 0:
+                    remaining = timeout - (time.monotonic() - started)
+                    if remaining <= 0:
+                        return ring.cq_ready()
+                continue
+            if n in _RETRY_LATER:
+                return 1  # reap what completed; the next get_events submits again
+            ring.raise_prep_error(n)
+
+    # Run-loop thread, once per tick, before the batch of tasks: hand every CQE to
+    # its op (which reschedules its task). ``events`` is ignored: the CQ is the truth.
+    def process_events(self, events: object) -> None:
+        driver = self._driver
+        driver.in_tick = True
+        reschedule = self._reschedule
+        if reschedule is None:
+            reschedule = self._first_tick()
+        ring = self._ring
+        batch = 3 * ring.reap_batch
+        while True:
+            cqes = ring.reap()
+            if cqes:
+                driver.dispatch(cqes, reschedule)
+            if len(cqes) < batch:
+                return
+
+    def _first_tick(self) -> Callable[[Task], None]:
+        # The runner exists now (it did not in __init__), and no task has run yet.
+        runner = GLOBAL_RUN_CONTEXT.runner
+        self._reschedule = runner.reschedule
+        return self._reschedule
+
+    def statistics(self) -> UringStatistics:
+        reading = writing = 0
+        for fd_ops in self._driver.fds.values():
+            if fd_ops.read is not None and fd_ops.read.task is not None:
+                reading += 1
+            if fd_ops.write is not None and fd_ops.write.task is not None:
+                writing += 1
+        return UringStatistics(
+            tasks_waiting_read=reading,
+            tasks_waiting_write=writing,
+            ops_in_flight=len(self._driver.ops) - (not self._closing),
+            ops_submitted=self._ring.ops_submitted(),
+        )
+
+    # Run-loop thread, after every task has exited (or after a TrioInternalError,
+    # with tasks still parked). Afterwards, abort callbacks and notify_closing may
+    # still be called (abandoned coroutines are collected later): they must not
+    # touch the ring.
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        driver, ring = self._driver, self._ring
+        try:
+            # What is left: orphaned polls, background (multishot) ops, the wake-up
+            # read. Cancel them all and wait for their CQEs, so that no buffer is
+            # released while the kernel may still write into it.
+            driver.cancel_everything()
+            deadline = time.monotonic() + 5.0
+            while driver.ops:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                n = ring.wait(min(left, 0.5))
+                if n < 0 and n != _EINTR:
+                    break
+                driver.dispatch(ring.reap(), _nobody_waits)
+        except (OSError, RuntimeError):
+            pass  # a fork() child, or a ring the kernel broke: nothing left to drain
+        finally:
+            driver.abandon_unfinished()
+            ring.close()
+            os.close(self._wake_fd)
+
+    # ------------------------------------------------------------ public API (trio.lowlevel)
+
+    async def wait_readable(self, fd: int | _HasFileno) -> None:
+        """Block until the kernel reports that ``fd`` is readable (IORING_OP_POLL_ADD).
+
+        :raises trio.BusyResourceError: if another task is already reading ``fd``.
+        :raises trio.ClosedResourceError: if `notify_closing` is called meanwhile.
+        :raises OSError: if ``fd`` is not a valid file descriptor (EBADF).
+        """
+        await self._driver.wait_ready(_fileno(fd), READ)
+
+    async def wait_writable(self, fd: int | _HasFileno) -> None:
+        """Block until the kernel reports that ``fd`` is writable (IORING_OP_POLL_ADD).
+
+        :raises trio.BusyResourceError: if another task is already writing ``fd``.
+        :raises trio.ClosedResourceError: if `notify_closing` is called meanwhile.
+        :raises OSError: if ``fd`` is not a valid file descriptor (EBADF).
+        """
+        await self._driver.wait_ready(_fileno(fd), WRITE)
+
+    def notify_closing(self, fd: int | _HasFileno) -> None:
+        """Call before closing ``fd``: wake its waiters with ClosedResourceError and
+        cancel its in-flight ops (by user_data, submitted before this returns)."""
+        self._driver.notify_closing(_fileno(fd))
+
+
+class _HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+def _fileno(fd: int | _HasFileno) -> int:
+    return fd if isinstance(fd, int) else fd.fileno()
+
+
+def _nobody_waits(task: Task) -> None:
+    raise AssertionError("close() found a task still waiting")

@@ -1,0 +1,457 @@
+/*
+ * _ring.c - see _ring.h.  The ring protocol (io_uring_setup(2),
+ * io_uring_enter(2)):
+ *
+ *   submit: write SQEs at sqes[tail & mask], store-release the shared SQ
+ *           tail, call io_uring_enter(to_submit).  The kernel advances the
+ *           SQ head as it consumes SQEs and keeps its own copy of each.
+ *   reap:   load-acquire the CQ tail, copy CQEs out from head to tail, then
+ *           store-release the CQ head (the slots may be reused after that).
+ *
+ * Plain loads and stores through cffi carry no ordering, which is why these
+ * few lines are C and not Python.
+ */
+#define _GNU_SOURCE
+#include "_ring.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <endian.h>
+
+#ifndef __NR_io_uring_setup
+#define __NR_io_uring_setup 425
+#endif
+#ifndef __NR_io_uring_enter
+#define __NR_io_uring_enter 426
+#endif
+#ifndef __NR_io_uring_register
+#define __NR_io_uring_register 427
+#endif
+
+#define load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
+/* 0 if the ring can be used; else why not (a fork() child, or torn down). */
+static int unusable(const struct tu_ring *r)
+{
+    if (r->forked)
+        return TU_ERR_FORKED;
+    return r->sq_map ? 0 : -EBADF;
+}
+
+static int sys_setup(unsigned entries, struct io_uring_params *p)
+{
+    long ret = syscall(__NR_io_uring_setup, entries, p);
+    return ret < 0 ? -errno : (int)ret;
+}
+
+static int sys_enter(int fd, unsigned to_submit, unsigned min_complete,
+                     unsigned flags, void *arg, size_t argsz)
+{
+    long ret = syscall(__NR_io_uring_enter, fd, to_submit, min_complete, flags,
+                       arg, argsz);
+    return ret < 0 ? -errno : (int)ret;
+}
+
+static int sys_register(int fd, unsigned opcode, void *arg, unsigned nr_args)
+{
+    long ret = syscall(__NR_io_uring_register, fd, opcode, arg, nr_args);
+    return ret < 0 ? -errno : (int)ret;
+}
+
+/* ------------------------------------------------------------ setup */
+
+int tu_ring_setup(struct tu_ring *r, unsigned entries, unsigned cq_entries,
+                  unsigned flags)
+{
+    struct io_uring_params p;
+    int ret;
+
+    memset(r, 0, sizeof(*r));
+    r->fd = -1;
+    memset(&p, 0, sizeof(p));
+    p.flags = flags;
+    if (cq_entries) {
+        p.flags |= IORING_SETUP_CQSIZE;
+        p.cq_entries = cq_entries;
+    }
+    ret = sys_setup(entries, &p);
+    if (ret < 0)
+        return ret;
+    r->fd = ret;
+    r->features = p.features;
+    r->setup_flags = p.flags;
+    r->sq_entries = p.sq_entries;
+    r->cq_entries = p.cq_entries;
+
+    r->sq_map_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    r->cq_map_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+    if (p.features & IORING_FEAT_SINGLE_MMAP) {
+        if (r->cq_map_len > r->sq_map_len)
+            r->sq_map_len = r->cq_map_len;
+        r->cq_map_len = 0;
+    }
+    r->sq_map = mmap(NULL, r->sq_map_len, PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_POPULATE, r->fd, IORING_OFF_SQ_RING);
+    if (r->sq_map == MAP_FAILED) {
+        r->sq_map = NULL;
+        goto fail;
+    }
+    if (r->cq_map_len) {
+        r->cq_map = mmap(NULL, r->cq_map_len, PROT_READ | PROT_WRITE,
+                         MAP_SHARED | MAP_POPULATE, r->fd, IORING_OFF_CQ_RING);
+        if (r->cq_map == MAP_FAILED) {
+            r->cq_map = NULL;
+            goto fail;
+        }
+    } else {
+        r->cq_map = r->sq_map;
+    }
+    r->sqes_map_len = p.sq_entries * sizeof(struct io_uring_sqe);
+    r->sqes = mmap(NULL, r->sqes_map_len, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_POPULATE, r->fd, IORING_OFF_SQES);
+    if (r->sqes == MAP_FAILED) {
+        r->sqes = NULL;
+        goto fail;
+    }
+    /* A fork() child gets no copy of the rings: it must not submit on ours
+     * (and cannot corrupt our SQ tail by trying). */
+    if (madvise(r->sq_map, r->sq_map_len, MADV_DONTFORK) ||
+        (r->cq_map_len && madvise(r->cq_map, r->cq_map_len, MADV_DONTFORK)) ||
+        madvise(r->sqes, r->sqes_map_len, MADV_DONTFORK))
+        goto fail;
+
+    char *sq = r->sq_map, *cq = r->cq_map;
+    r->sq_khead = (unsigned *)(sq + p.sq_off.head);
+    r->sq_ktail = (unsigned *)(sq + p.sq_off.tail);
+    r->sq_kflags = (unsigned *)(sq + p.sq_off.flags);
+    r->sq_array = (unsigned *)(sq + p.sq_off.array);
+    r->sq_mask = *(unsigned *)(sq + p.sq_off.ring_mask);
+    r->cq_khead = (unsigned *)(cq + p.cq_off.head);
+    r->cq_ktail = (unsigned *)(cq + p.cq_off.tail);
+    r->cq_koverflow = (unsigned *)(cq + p.cq_off.overflow);
+    r->cq_mask = *(unsigned *)(cq + p.cq_off.ring_mask);
+    r->cqes = (struct io_uring_cqe *)(cq + p.cq_off.cqes);
+    r->sqe_tail = *r->sq_ktail;
+    /* SQE slot i is always array entry i, as liburing does. */
+    for (unsigned i = 0; i <= r->sq_mask; i++)
+        r->sq_array[i] = i;
+    return 0;
+
+fail:
+    ret = -errno;
+    tu_ring_teardown(r);
+    return ret;
+}
+
+void tu_ring_teardown(struct tu_ring *r)
+{
+    if (r->sqes)
+        munmap(r->sqes, r->sqes_map_len);
+    if (r->cq_map && r->cq_map != r->sq_map)
+        munmap(r->cq_map, r->cq_map_len);
+    if (r->sq_map)
+        munmap(r->sq_map, r->sq_map_len);
+    r->sqes = NULL;
+    r->cq_map = r->sq_map = NULL;
+    if (r->fd >= 0)
+        close(r->fd);
+    r->fd = -1;
+}
+
+void tu_ring_mark_forked(struct tu_ring *r)
+{
+    /* The child's copy of the mappings is gone (MADV_DONTFORK): forget them
+     * without touching them. */
+    r->forked = 1;
+    r->sqes = NULL;
+    r->cq_map = r->sq_map = NULL;
+}
+
+int tu_ring_probe(struct tu_ring *r, uint8_t *supported, unsigned n)
+{
+    size_t len = sizeof(struct io_uring_probe) +
+                 TU_MAX_OPCODES * sizeof(struct io_uring_probe_op);
+    struct io_uring_probe *probe;
+    int ret;
+
+    if ((ret = unusable(r)))
+        return ret;
+    probe = calloc(1, len);
+    if (!probe)
+        return -ENOMEM;
+    ret = sys_register(r->fd, IORING_REGISTER_PROBE, probe, TU_MAX_OPCODES);
+    if (ret >= 0) {
+        for (unsigned i = 0; i < probe->ops_len && i < TU_MAX_OPCODES; i++) {
+            unsigned op = probe->ops[i].op;
+            if (op < n && (probe->ops[i].flags & IO_URING_OP_SUPPORTED))
+                supported[op] = 1;
+        }
+        ret = 0;
+    }
+    free(probe);
+    return ret;
+}
+
+/* ------------------------------------------------------------ submit / wait / reap */
+
+/* Publish our tail; return how many SQEs the kernel has not consumed yet. */
+static unsigned publish(struct tu_ring *r)
+{
+    store_release(r->sq_ktail, r->sqe_tail);
+    return r->sqe_tail - load_acquire(r->sq_khead);
+}
+
+int tu_submit(struct tu_ring *r)
+{
+    unsigned to_submit;
+    int ret;
+
+    if ((ret = unusable(r)))
+        return ret;
+    to_submit = publish(r);
+    if (!to_submit)
+        return 0;
+    return sys_enter(r->fd, to_submit, 0, 0, NULL, 0);
+}
+
+unsigned tu_cq_ready(struct tu_ring *r)
+{
+    unsigned ready;
+
+    if (unusable(r))
+        return 0;
+    ready = load_acquire(r->cq_ktail) - *r->cq_khead;
+    if (!ready && (load_acquire(r->sq_kflags) & IORING_SQ_CQ_OVERFLOW))
+        ready = 1;  /* the kernel holds CQEs that tu_reap will flush */
+    return ready;
+}
+
+int tu_enter_wait(struct tu_ring *r, int submit, int64_t timeout_ns)
+{
+    struct io_uring_getevents_arg arg;
+    struct __kernel_timespec ts;
+    unsigned to_submit = 0, min_complete = 0, flags = 0;
+    void *argp = NULL;
+    size_t argsz = 0;
+    int ret;
+
+    if ((ret = unusable(r)))
+        return ret;
+    if (submit)
+        to_submit = publish(r);
+    if (timeout_ns != 0 && tu_cq_ready(r) == 0) {
+        flags = IORING_ENTER_GETEVENTS;
+        min_complete = 1;
+        if (timeout_ns > 0) {
+            ts.tv_sec = timeout_ns / 1000000000;
+            ts.tv_nsec = timeout_ns % 1000000000;
+            memset(&arg, 0, sizeof(arg));
+            arg.sigmask_sz = 8;  /* _NSIG / 8; no sigmask is passed */
+            arg.ts = (uint64_t)(uintptr_t)&ts;
+            flags |= IORING_ENTER_EXT_ARG;
+            argp = &arg;
+            argsz = sizeof(arg);
+        }
+    }
+    if (to_submit || flags) {
+        ret = sys_enter(r->fd, to_submit, min_complete, flags, argp, argsz);
+        if (ret < 0 && ret != -ETIME && !(ret == -EINTR && tu_cq_ready(r)))
+            return ret;
+    }
+    return (int)tu_cq_ready(r);
+}
+
+int tu_reap(struct tu_ring *r, int64_t *out, unsigned max)
+{
+    unsigned n = 0, head, tail;
+    int ret;
+
+    if ((ret = unusable(r)))
+        return ret;
+    for (;;) {
+        head = *r->cq_khead;
+        tail = load_acquire(r->cq_ktail);
+        while (head != tail && n < max) {
+            struct io_uring_cqe *cqe = &r->cqes[head & r->cq_mask];
+            out[3 * n] = (int64_t)cqe->user_data;
+            out[3 * n + 1] = cqe->res;
+            out[3 * n + 2] = cqe->flags;
+            head++;
+            n++;
+        }
+        store_release(r->cq_khead, head);
+        if (n == max || !(load_acquire(r->sq_kflags) & IORING_SQ_CQ_OVERFLOW))
+            break;
+        /* The CQ ran dry but the kernel kept CQEs that did not fit (NODROP):
+         * an enter with GETEVENTS moves them into the CQ. */
+        if (sys_enter(r->fd, 0, 0, IORING_ENTER_GETEVENTS, NULL, 0) < 0 ||
+            load_acquire(r->cq_ktail) == head)
+            break;
+    }
+    return (int)n;
+}
+
+/* ------------------------------------------------------------ SQE writers */
+
+static struct io_uring_sqe *get_sqe(struct tu_ring *r)
+{
+    if (unusable(r))
+        return NULL;
+    if (r->sqe_tail - load_acquire(r->sq_khead) >= r->sq_entries) {
+        /* Full: hand what we have to the kernel, which frees the slots. */
+        tu_submit(r);
+        if (r->sqe_tail - load_acquire(r->sq_khead) >= r->sq_entries)
+            return NULL;
+    }
+    struct io_uring_sqe *sqe = &r->sqes[r->sqe_tail & r->sq_mask];
+    r->sqe_tail++;
+    memset(sqe, 0, sizeof(*sqe));
+    return sqe;
+}
+
+#define GET_SQE(r, sqe)                                        \
+    struct io_uring_sqe *sqe = get_sqe(r);                     \
+    if (!sqe)                                                  \
+        return unusable(r) ? unusable(r) : -EBUSY
+
+/* liburing's io_uring_prep_rw: the fields every opcode shares. */
+static inline void prep_rw(struct tu_ring *r, struct io_uring_sqe *sqe,
+                           int op, int fd, const void *addr, unsigned len,
+                           uint64_t off, uint64_t ud)
+{
+    sqe->opcode = (uint8_t)op;
+    sqe->fd = fd;
+    sqe->off = off;
+    sqe->addr = (uint64_t)(uintptr_t)addr;
+    sqe->len = len;
+    sqe->user_data = ud;
+    r->ops_submitted[op]++;
+}
+
+int tu_prep_nop(struct tu_ring *r, uint64_t ud)
+{
+    GET_SQE(r, sqe);
+    prep_rw(r, sqe, IORING_OP_NOP, -1, NULL, 0, 0, ud);
+    return 0;
+}
+
+int tu_prep_poll_add(struct tu_ring *r, int fd, unsigned events, int multishot,
+                     uint64_t ud)
+{
+    GET_SQE(r, sqe);
+    prep_rw(r, sqe, IORING_OP_POLL_ADD, fd, NULL,
+            multishot ? IORING_POLL_ADD_MULTI : 0, 0, ud);
+#if __BYTE_ORDER == __BIG_ENDIAN
+    events = (events << 16) | (events >> 16);
+#endif
+    sqe->poll32_events = events;
+    return 0;
+}
+
+int tu_prep_cancel(struct tu_ring *r, uint64_t target_ud, unsigned flags,
+                   uint64_t ud)
+{
+    GET_SQE(r, sqe);
+    prep_rw(r, sqe, IORING_OP_ASYNC_CANCEL, -1, (void *)(uintptr_t)target_ud,
+            0, 0, ud);
+    sqe->cancel_flags = flags;
+    if (r->cqe_skip)
+        sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    return 0;
+}
+
+int tu_prep_read(struct tu_ring *r, int fd, void *buf, unsigned len,
+                 uint64_t offset, uint64_t ud)
+{
+    GET_SQE(r, sqe);
+    prep_rw(r, sqe, IORING_OP_READ, fd, buf, len, offset, ud);
+    return 0;
+}
+
+int tu_prep_socket(struct tu_ring *r, int domain, int type, int protocol,
+                   uint64_t ud)
+{
+    GET_SQE(r, sqe);
+    prep_rw(r, sqe, IORING_OP_SOCKET, domain, NULL, (unsigned)protocol,
+            (uint64_t)(unsigned)type, ud);
+    return 0;
+}
+
+int tu_prep_connect(struct tu_ring *r, int fd, const void *addr,
+                    unsigned addrlen, uint64_t ud)
+{
+    GET_SQE(r, sqe);
+    prep_rw(r, sqe, IORING_OP_CONNECT, fd, addr, 0, addrlen, ud);
+    return 0;
+}
+
+int tu_prep_accept(struct tu_ring *r, int fd, void *addr, void *addrlen,
+                   int flags, int multishot, uint64_t ud)
+{
+    GET_SQE(r, sqe);
+    prep_rw(r, sqe, IORING_OP_ACCEPT, fd, addr, 0,
+            (uint64_t)(uintptr_t)addrlen, ud);
+    sqe->accept_flags = (uint32_t)flags;
+    if (multishot)
+        sqe->ioprio |= IORING_ACCEPT_MULTISHOT;
+    return 0;
+}
+
+int tu_prep_send(struct tu_ring *r, int fd, const void *buf, unsigned len,
+                 int flags, const void *addr, unsigned addrlen, uint64_t ud)
+{
+    GET_SQE(r, sqe);
+    prep_rw(r, sqe, IORING_OP_SEND, fd, buf, len, 0, ud);
+    sqe->msg_flags = (uint32_t)flags;
+    if (addr) {  /* sendto (6.1): destination in addr2 / addr_len */
+        sqe->addr2 = (uint64_t)(uintptr_t)addr;
+        sqe->addr_len = (uint16_t)addrlen;
+    }
+    return 0;
+}
+
+int tu_prep_recv(struct tu_ring *r, int fd, void *buf, unsigned len, int flags,
+                 uint64_t ud)
+{
+    GET_SQE(r, sqe);
+    prep_rw(r, sqe, IORING_OP_RECV, fd, buf, len, 0, ud);
+    sqe->msg_flags = (uint32_t)flags;
+    return 0;
+}
+
+int tu_prep_sendmsg(struct tu_ring *r, int fd, const void *msghdr, int flags,
+                    uint64_t ud)
+{
+    GET_SQE(r, sqe);
+    prep_rw(r, sqe, IORING_OP_SENDMSG, fd, msghdr, 1, 0, ud);
+    sqe->msg_flags = (uint32_t)flags;
+    return 0;
+}
+
+int tu_prep_recvmsg(struct tu_ring *r, int fd, void *msghdr, int flags,
+                    uint64_t ud)
+{
+    GET_SQE(r, sqe);
+    prep_rw(r, sqe, IORING_OP_RECVMSG, fd, msghdr, 1, 0, ud);
+    sqe->msg_flags = (uint32_t)flags;
+    return 0;
+}
+
+int tu_prep_shutdown(struct tu_ring *r, int fd, int how, uint64_t ud)
+{
+    GET_SQE(r, sqe);
+    prep_rw(r, sqe, IORING_OP_SHUTDOWN, fd, NULL, (unsigned)how, 0, ud);
+    return 0;
+}
+
+int tu_prep_close(struct tu_ring *r, int fd, uint64_t ud)
+{
+    GET_SQE(r, sqe);
+    prep_rw(r, sqe, IORING_OP_CLOSE, fd, NULL, 0, 0, ud);
+    return 0;
+}

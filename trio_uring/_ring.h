@@ -1,0 +1,96 @@
+/*
+ * _ring.h - trio_uring's io_uring ring: raw syscalls, mmap, SQ/CQ indices.
+ *
+ * Mechanics only.  This layer never decides anything: it writes SQEs it is
+ * told to write, publishes them, waits when asked, and copies CQEs out in
+ * batches.  Which op to submit, when to cancel and what a result means are
+ * decided in Python (trio_uring/_lifecycle.py, _iomanager.py).
+ *
+ * Every function returns 0 (or a count) on success and a negated errno on
+ * failure, like the kernel's own CQE res (-EBADF once the ring is torn
+ * down).  TU_ERR_FORKED means the ring belongs to the parent of a fork()
+ * (the mappings are MADV_DONTFORK, so the child must not touch them).
+ *
+ * The prep functions are named after liburing's io_uring_prep_*(3): their man
+ * pages document the fields.  Each one takes the user_data last.
+ */
+#ifndef TRIO_URING_RING_H
+#define TRIO_URING_RING_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+#include <linux/io_uring.h>
+
+#define TU_ERR_FORKED (-100000)
+#define TU_MAX_OPCODES 256
+
+struct tu_ring {
+    /* Read by Python. */
+    int fd;
+    unsigned features;      /* io_uring_params.features */
+    unsigned setup_flags;   /* the flags the ring was created with */
+    unsigned sq_entries;
+    unsigned cq_entries;
+    int forked;             /* set in a fork() child: every call refuses */
+    int cqe_skip;           /* IOSQE_CQE_SKIP_SUCCESS usable for cancels */
+    uint64_t ops_submitted[TU_MAX_OPCODES];  /* SQEs written, by opcode */
+
+    /* Private: the mapped rings. */
+    unsigned *sq_khead, *sq_ktail, *sq_kflags, *sq_array;
+    unsigned sq_mask;
+    unsigned sqe_tail;      /* our tail; published to *sq_ktail on submit */
+    struct io_uring_sqe *sqes;
+    unsigned *cq_khead, *cq_ktail, *cq_koverflow;
+    unsigned cq_mask;
+    struct io_uring_cqe *cqes;
+    void *sq_map, *cq_map;
+    size_t sq_map_len, cq_map_len, sqes_map_len;
+};
+
+int tu_ring_setup(struct tu_ring *r, unsigned entries, unsigned cq_entries,
+                  unsigned flags);
+void tu_ring_teardown(struct tu_ring *r);
+void tu_ring_mark_forked(struct tu_ring *r);
+int tu_ring_probe(struct tu_ring *r, uint8_t *supported, unsigned n);
+
+/* Publish every written SQE and hand them to the kernel (no waiting). */
+int tu_submit(struct tu_ring *r);
+/* Publish + submit, then wait until >= 1 CQE is ready or timeout_ns passes
+ * (timeout_ns < 0: no limit; 0: don't wait).  Returns the number of ready
+ * CQEs (0 on timeout) or -errno (-EINTR: a signal arrived; the caller
+ * returns to Python so the handler runs, then calls again).  With submit=0
+ * it only waits (used from Trio's guest-mode worker thread, which must not
+ * touch the SQ). */
+int tu_enter_wait(struct tu_ring *r, int submit, int64_t timeout_ns);
+/* Number of CQEs ready in the CQ (plus 1 if the kernel holds overflowed ones). */
+unsigned tu_cq_ready(struct tu_ring *r);
+/* Copy up to max CQEs out as (user_data, res, flags) triples and release
+ * their slots; flushes the kernel's overflow list when the CQ has run dry. */
+int tu_reap(struct tu_ring *r, int64_t *out, unsigned max);
+
+/* SQE writers.  Each returns 0, or -EBUSY if the SQ stayed full after a flush. */
+int tu_prep_nop(struct tu_ring *r, uint64_t ud);
+int tu_prep_poll_add(struct tu_ring *r, int fd, unsigned events, int multishot,
+                     uint64_t ud);
+int tu_prep_cancel(struct tu_ring *r, uint64_t target_ud, unsigned flags,
+                   uint64_t ud);
+int tu_prep_read(struct tu_ring *r, int fd, void *buf, unsigned len,
+                 uint64_t offset, uint64_t ud);
+int tu_prep_socket(struct tu_ring *r, int domain, int type, int protocol,
+                   uint64_t ud);
+int tu_prep_connect(struct tu_ring *r, int fd, const void *addr,
+                    unsigned addrlen, uint64_t ud);
+int tu_prep_accept(struct tu_ring *r, int fd, void *addr, void *addrlen,
+                   int flags, int multishot, uint64_t ud);
+int tu_prep_send(struct tu_ring *r, int fd, const void *buf, unsigned len,
+                 int flags, const void *addr, unsigned addrlen, uint64_t ud);
+int tu_prep_recv(struct tu_ring *r, int fd, void *buf, unsigned len, int flags,
+                 uint64_t ud);
+int tu_prep_sendmsg(struct tu_ring *r, int fd, const void *msghdr, int flags,
+                    uint64_t ud);
+int tu_prep_recvmsg(struct tu_ring *r, int fd, void *msghdr, int flags,
+                    uint64_t ud);
+int tu_prep_shutdown(struct tu_ring *r, int fd, int how, uint64_t ud);
+int tu_prep_close(struct tu_ring *r, int fd, uint64_t ud);
+
+#endif

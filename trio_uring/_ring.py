@@ -1,0 +1,357 @@
+"""The io_uring ring, as seen from Python: set-up, feature checks, submit/wait/reap.
+
+`Ring` wraps the C layer (``_ring.c`` through cffi). It owns the mappings and the
+ring fd, knows what the kernel supports, and is the one place where a negated errno
+becomes a Python exception (`os_error`, `UringUnavailableError`). It has no idea
+what an op means; that is `trio_uring._lifecycle`'s job.
+
+The SQE writers are exposed as ``ring.prep_<op>(...)``, the C functions with the
+ring already bound (``functools.partial`` of a cffi function: no Python frame on the
+hot path). Each returns 0, or a negated errno that the caller hands to
+`Ring.raise_prep_error`.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import math
+import os
+import weakref
+from functools import partial
+from typing import Final
+
+from ._ring_cffi import ffi, lib
+
+__all__ = ["Opcode", "Ring", "UringUnavailableError", "opcode_name", "os_error"]
+
+
+class Opcode(enum.IntEnum):
+    """``enum io_uring_op`` (include/uapi/linux/io_uring.h), up to Linux 6.18."""
+
+    NOP = 0
+    READV = 1
+    WRITEV = 2
+    FSYNC = 3
+    READ_FIXED = 4
+    WRITE_FIXED = 5
+    POLL_ADD = 6
+    POLL_REMOVE = 7
+    SYNC_FILE_RANGE = 8
+    SENDMSG = 9
+    RECVMSG = 10
+    TIMEOUT = 11
+    TIMEOUT_REMOVE = 12
+    ACCEPT = 13
+    ASYNC_CANCEL = 14
+    LINK_TIMEOUT = 15
+    CONNECT = 16
+    FALLOCATE = 17
+    OPENAT = 18
+    CLOSE = 19
+    FILES_UPDATE = 20
+    STATX = 21
+    READ = 22
+    WRITE = 23
+    FADVISE = 24
+    MADVISE = 25
+    SEND = 26
+    RECV = 27
+    OPENAT2 = 28
+    EPOLL_CTL = 29
+    SPLICE = 30
+    PROVIDE_BUFFERS = 31
+    REMOVE_BUFFERS = 32
+    TEE = 33
+    SHUTDOWN = 34
+    RENAMEAT = 35
+    UNLINKAT = 36
+    MKDIRAT = 37
+    SYMLINKAT = 38
+    LINKAT = 39
+    MSG_RING = 40
+    FSETXATTR = 41
+    SETXATTR = 42
+    FGETXATTR = 43
+    GETXATTR = 44
+    SOCKET = 45
+    URING_CMD = 46
+    SEND_ZC = 47
+    SENDMSG_ZC = 48
+    READ_MULTISHOT = 49
+    WAITID = 50
+    FUTEX_WAIT = 51
+    FUTEX_WAKE = 52
+    FUTEX_WAITV = 53
+    FIXED_FD_INSTALL = 54
+    FTRUNCATE = 55
+    BIND = 56
+    LISTEN = 57
+
+
+# Setup flags (io_uring_setup(2)).
+SETUP_CLAMP: Final = 1 << 4
+SETUP_SUBMIT_ALL: Final = 1 << 7  # 5.18
+
+# Feature bits (io_uring_params.features).
+FEAT_NODROP: Final = 1 << 1
+FEAT_SUBMIT_STABLE: Final = 1 << 2
+FEAT_FAST_POLL: Final = 1 << 5
+FEAT_EXT_ARG: Final = 1 << 8
+FEAT_CQE_SKIP: Final = 1 << 11
+
+# What this backend cannot work without, and the first kernel that has it.
+REQUIRED_FEATURES: Final = {
+    "NODROP": (FEAT_NODROP, "5.5"),
+    "SUBMIT_STABLE": (FEAT_SUBMIT_STABLE, "5.5"),
+    "FAST_POLL": (FEAT_FAST_POLL, "5.7"),
+    "EXT_ARG": (FEAT_EXT_ARG, "5.11"),
+}
+REQUIRED_OPCODES: Final = (Opcode.POLL_ADD, Opcode.ASYNC_CANCEL, Opcode.READ)
+
+# CQE flags.
+CQE_F_MORE: Final = 1 << 1
+
+# ASYNC_CANCEL flags.
+ASYNC_CANCEL_ANY: Final = 1 << 2
+
+TU_ERR_FORKED: Final[int] = lib.TU_ERR_FORKED
+
+
+class UringUnavailableError(OSError):
+    """io_uring cannot be used here: the kernel, a sysctl or a seccomp filter refuses it.
+
+    ``errno`` is the error ``io_uring_setup(2)`` returned (EPERM, ENOSYS, ...), or
+    ENOSYS when the kernel lacks a feature this backend needs. The message names the
+    likely cause and the fix. `trio_uring.install(fallback=True)` turns this into a
+    warning and leaves Trio on epoll.
+    """
+
+
+def os_error(err: int, context: str | None = None) -> OSError:
+    """The OSError (subclass chosen by errno, like ``socket`` does) for a CQE's ``-res``."""
+    message = os.strerror(err)
+    if context is not None:
+        message = f"{context}: {message}"
+    return OSError(err, message)
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _seccomp_mode() -> str | None:
+    status = _read_text("/proc/self/status") or ""
+    for line in status.splitlines():
+        if line.startswith("Seccomp:"):
+            return line.split()[1]
+    return None
+
+
+def unavailable_error(err: int) -> UringUnavailableError:
+    """Explain why ``io_uring_setup`` failed with ``err``, and what to do about it."""
+    name = errno.errorcode.get(err, str(err))
+    head = f"io_uring is unavailable: io_uring_setup() failed with {name} ({os.strerror(err)})."
+    fallback = (
+        "To run on Trio's epoll backend instead, use trio.run, or "
+        "trio_uring.install(fallback=True)."
+    )
+    if err == errno.EPERM:
+        disabled = _read_text("/proc/sys/kernel/io_uring_disabled")
+        seccomp = _seccomp_mode()
+        causes = []
+        if disabled in ("1", "2"):
+            causes.append(
+                f"the sysctl kernel.io_uring_disabled is {disabled} "
+                "(1: only CAP_SYS_ADMIN or kernel.io_uring_group may use io_uring; "
+                "2: nobody may); fix: sysctl -w kernel.io_uring_disabled=0"
+            )
+        if seccomp == "2" or not causes:
+            causes.append(
+                "a seccomp filter refuses io_uring_setup (Docker's, containerd's and "
+                "most Kubernetes default profiles do"
+                + (", and this process runs under one" if seccomp == "2" else "")
+                + "); fix: run the container with a seccomp profile that allows "
+                "io_uring_setup, io_uring_enter and io_uring_register "
+                "(docker run --security-opt seccomp=PROFILE.json)"
+            )
+        detail = "Likely cause: " + "; or ".join(causes) + "."
+    elif err == errno.ENOSYS:
+        detail = (
+            "Likely cause: the kernel was built without io_uring (CONFIG_IO_URING=n), "
+            "or a seccomp filter answers ENOSYS; trio_uring needs Linux >= 6.1 with "
+            "io_uring enabled."
+        )
+    elif err == errno.ENOMEM:
+        detail = (
+            "Likely cause: RLIMIT_MEMLOCK is too low (kernels <= 5.11 charge ring memory "
+            "to it); fix: raise `ulimit -l`, or use Linux >= 5.12."
+        )
+    elif err == errno.EINVAL:
+        detail = "Likely cause: the kernel is too old for the ring set-up trio_uring asks for (needs Linux >= 6.1)."
+    else:
+        detail = "trio_uring needs Linux >= 6.1 with io_uring enabled."
+    return UringUnavailableError(err, f"{head} {detail} {fallback}")
+
+
+# Rings alive in this process, so a fork() child can mark them unusable.
+_live_rings: weakref.WeakSet[Ring] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for ring in list(_live_rings):
+        lib.tu_ring_mark_forked(ring._r)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Ring:
+    """One io_uring instance: SQ, CQ and the SQE array, mapped into this process."""
+
+    def __init__(self, sq_entries: int, cq_entries: int) -> None:
+        self._r = ffi.new("struct tu_ring *")
+        rc = -errno.EINVAL
+        # SUBMIT_ALL (5.18) keeps a batch going past an SQE that fails to prep,
+        # so one bad fd cannot strand the SQEs behind it. CLAMP caps sizes.
+        for flags in (SETUP_SUBMIT_ALL | SETUP_CLAMP, SETUP_CLAMP):
+            rc = lib.tu_ring_setup(self._r, sq_entries, cq_entries, flags)
+            if rc != -errno.EINVAL:
+                break
+        if rc < 0:
+            raise unavailable_error(-rc)
+        _live_rings.add(self)
+        self.closed = False
+        try:
+            self._check_features()
+        except BaseException:
+            self.close()
+            raise
+        r = self._r
+        r.cqe_skip = bool(r.features & FEAT_CQE_SKIP)
+        self.fd: int = r.fd
+        self.features: int = r.features
+        self.sq_entries: int = r.sq_entries
+        self.cq_entries: int = r.cq_entries
+
+        self._reap_max = r.cq_entries
+        self._reap_buf = ffi.new("int64_t[]", 3 * self._reap_max)
+
+        self.prep_nop = partial(lib.tu_prep_nop, r)
+        self.prep_poll_add = partial(lib.tu_prep_poll_add, r)
+        self.prep_cancel = partial(lib.tu_prep_cancel, r)
+        self.prep_read = partial(lib.tu_prep_read, r)
+        self.prep_socket = partial(lib.tu_prep_socket, r)
+        self.prep_connect = partial(lib.tu_prep_connect, r)
+        self.prep_accept = partial(lib.tu_prep_accept, r)
+        self.prep_send = partial(lib.tu_prep_send, r)
+        self.prep_recv = partial(lib.tu_prep_recv, r)
+        self.prep_sendmsg = partial(lib.tu_prep_sendmsg, r)
+        self.prep_recvmsg = partial(lib.tu_prep_recvmsg, r)
+        self.prep_shutdown = partial(lib.tu_prep_shutdown, r)
+        self.prep_close = partial(lib.tu_prep_close, r)
+        self.cq_ready = partial(lib.tu_cq_ready, r)
+        self._enter_wait = partial(lib.tu_enter_wait, r)
+
+    def _check_features(self) -> None:
+        missing = [
+            f"{name} (Linux {version})"
+            for name, (bit, version) in REQUIRED_FEATURES.items()
+            if not self._r.features & bit
+        ]
+        supported = self.probe()
+        missing += [f"IORING_OP_{op.name}" for op in REQUIRED_OPCODES if op not in supported]
+        if missing:
+            raise UringUnavailableError(
+                errno.ENOSYS,
+                "io_uring is too old on this kernel: trio_uring needs "
+                + ", ".join(missing)
+                + " (Linux >= 6.1 has everything). To run on Trio's epoll backend "
+                "instead, use trio.run, or trio_uring.install(fallback=True).",
+            )
+
+    def probe(self) -> frozenset[Opcode | int]:
+        """The opcodes this kernel supports (IORING_REGISTER_PROBE)."""
+        self._check_open()
+        supported = ffi.new("uint8_t[]", lib.TU_MAX_OPCODES)
+        rc = lib.tu_ring_probe(self._r, supported, lib.TU_MAX_OPCODES)
+        if rc < 0:
+            self.raise_prep_error(rc)
+        return frozenset(_opcode(i) for i in range(lib.TU_MAX_OPCODES) if supported[i])
+
+    @property
+    def setup_flags(self) -> int:
+        return int(self._r.setup_flags)
+
+    def ops_submitted(self) -> dict[str, int]:
+        """SQEs written since set-up, by opcode name."""
+        counts = self._r.ops_submitted
+        return {opcode_name(i): counts[i] for i in range(lib.TU_MAX_OPCODES) if counts[i]}
+
+    def submit(self) -> int:
+        """Hand every written SQE to the kernel now. Returns how many it took."""
+        rc = lib.tu_submit(self._r)
+        if rc < 0:
+            self.raise_prep_error(rc)
+        return rc
+
+    def wait(self, timeout: float, *, submit: bool = True) -> int:
+        """Submit (unless ``submit=False``), then wait up to ``timeout`` seconds for a CQE.
+
+        Returns the number of CQEs ready (0: the timeout expired), or a negated errno
+        (-EINTR when a signal arrived: return to Python so its handler can run).
+        Positive timeouts are rounded up to the next nanosecond so a wait never
+        ends before Trio's deadline.
+        """
+        timeout_ns = math.ceil(timeout * 1e9) if timeout > 0 else 0
+        return self._enter_wait(submit, timeout_ns)
+
+    def reap(self) -> list[int]:
+        """Take every ready CQE off the CQ: a flat list of (user_data, res, flags) triples."""
+        n = lib.tu_reap(self._r, self._reap_buf, self._reap_max)
+        if n <= 0:
+            if n < 0:
+                self.raise_prep_error(n)
+            return []
+        return ffi.unpack(self._reap_buf, 3 * n)
+
+    @property
+    def reap_batch(self) -> int:
+        """Most CQEs one `reap` returns."""
+        return self._reap_max
+
+    def raise_prep_error(self, rc: int) -> None:
+        if rc == TU_ERR_FORKED:
+            raise RuntimeError(
+                "trio_uring: this io_uring belongs to the parent process; a fork() child "
+                "cannot use its parent's Trio run (start a new trio_uring.run in the child)"
+            )
+        if rc == -errno.EBUSY:
+            raise os_error(errno.EBUSY, "io_uring submission queue is full and the kernel took no entries")
+        raise os_error(-rc, "io_uring")
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError("trio_uring: the ring is closed")
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            _live_rings.discard(self)
+            lib.tu_ring_teardown(self._r)
+
+
+def _opcode(value: int) -> Opcode | int:
+    try:
+        return Opcode(value)
+    except ValueError:
+        return value
+
+
+def opcode_name(value: int) -> str:
+    op = _opcode(value)
+    return op.name if isinstance(op, Opcode) else f"OP_{value}"

@@ -1,0 +1,69 @@
+"""cffi (API mode) builder for trio_uring's C ring layer, ``trio_uring._ring_cffi``.
+
+Run at install time through setup.py's ``cffi_modules``; it compiles ``_ring.c``
+(raw syscalls, no liburing) with the machine's gcc and Python headers.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cffi import FFI
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+CDEF = """
+#define TU_ERR_FORKED ...
+#define TU_MAX_OPCODES ...
+
+struct tu_ring {
+    int fd;
+    unsigned features;
+    unsigned setup_flags;
+    unsigned sq_entries;
+    unsigned cq_entries;
+    int forked;
+    int cqe_skip;
+    uint64_t ops_submitted[256];
+    ...;
+};
+
+int tu_ring_setup(struct tu_ring *r, unsigned entries, unsigned cq_entries, unsigned flags);
+void tu_ring_teardown(struct tu_ring *r);
+void tu_ring_mark_forked(struct tu_ring *r);
+int tu_ring_probe(struct tu_ring *r, uint8_t *supported, unsigned n);
+
+int tu_submit(struct tu_ring *r);
+int tu_enter_wait(struct tu_ring *r, int submit, int64_t timeout_ns);
+unsigned tu_cq_ready(struct tu_ring *r);
+int tu_reap(struct tu_ring *r, int64_t *out, unsigned max);
+
+int tu_prep_nop(struct tu_ring *r, uint64_t ud);
+int tu_prep_poll_add(struct tu_ring *r, int fd, unsigned events, int multishot, uint64_t ud);
+int tu_prep_cancel(struct tu_ring *r, uint64_t target_ud, unsigned flags, uint64_t ud);
+int tu_prep_read(struct tu_ring *r, int fd, void *buf, unsigned len, uint64_t offset, uint64_t ud);
+int tu_prep_socket(struct tu_ring *r, int domain, int type, int protocol, uint64_t ud);
+int tu_prep_connect(struct tu_ring *r, int fd, const void *addr, unsigned addrlen, uint64_t ud);
+int tu_prep_accept(struct tu_ring *r, int fd, void *addr, void *addrlen, int flags,
+                   int multishot, uint64_t ud);
+int tu_prep_send(struct tu_ring *r, int fd, const void *buf, unsigned len, int flags,
+                 const void *addr, unsigned addrlen, uint64_t ud);
+int tu_prep_recv(struct tu_ring *r, int fd, void *buf, unsigned len, int flags, uint64_t ud);
+int tu_prep_sendmsg(struct tu_ring *r, int fd, const void *msghdr, int flags, uint64_t ud);
+int tu_prep_recvmsg(struct tu_ring *r, int fd, void *msghdr, int flags, uint64_t ud);
+int tu_prep_shutdown(struct tu_ring *r, int fd, int how, uint64_t ud);
+int tu_prep_close(struct tu_ring *r, int fd, uint64_t ud);
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "trio_uring._ring_cffi",
+    '#include "_ring.h"',
+    sources=[os.path.relpath(os.path.join(HERE, "_ring.c"))],
+    include_dirs=[HERE],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(tmpdir=os.path.dirname(HERE), verbose=True)
