@@ -17,6 +17,7 @@ from ._install import (
 )
 from ._iomanager import UringIOManager, UringStatistics
 from ._ring import UringUnavailableError
+from . import socket  # noqa: E402  (also installs the socket layer)
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ __all__ = [
     "is_available",
     "is_installed",
     "run",
+    "socket",
     "start_guest_run",
     "uninstall",
 ]

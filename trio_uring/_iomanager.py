@@ -20,6 +20,7 @@ import errno
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import attrs
@@ -30,11 +31,16 @@ from ._ring import Ring
 from ._ring_cffi import ffi
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
 
     from trio.lowlevel import Task
 
-__all__ = ["UringIOManager", "UringStatistics"]
+__all__ = ["UringIOManager", "UringStatistics", "first_tick_hooks"]
+
+#: Called at the first tick of every run on this backend, before any task runs
+#: (the runner exists then; it does not in __init__). The socket layer registers
+#: its socket factory here, so the dependency runs socket -> iomanager.
+first_tick_hooks: list[Callable[[], None]] = []
 
 _EINTR = -errno.EINTR
 _RETRY_LATER = (-errno.EBUSY, -errno.EAGAIN)  # the kernel is short of memory for now
@@ -150,7 +156,9 @@ class UringIOManager:
     def _first_tick(self) -> Callable[[Task], None]:
         # The runner exists now (it did not in __init__), and no task has run yet.
         runner = GLOBAL_RUN_CONTEXT.runner
-        self._reschedule = runner.reschedule
+        self._reschedule = self._driver.reschedule = runner.reschedule
+        for hook in first_tick_hooks:
+            hook()
         return self._reschedule
 
     def statistics(self) -> UringStatistics:

@@ -107,7 +107,7 @@ if TYPE_CHECKING:
 
     from trio.lowlevel import Task
 
-__all__ = ["READ", "WRITE", "FdOps", "Op", "OpDriver", "PollOp"]
+__all__ = ["READ", "WRITE", "FdOps", "Op", "OpDriver", "PollOp", "Waiter"]
 
 # ASYNC_CANCEL SQEs carry this user_data; their CQE (posted only when the cancel
 # failed: the target had completed or was completing) is dropped. Ops count up
@@ -197,7 +197,7 @@ class Op:
             reschedule(self.task)
             self.task = None
 
-    def result(self) -> int:
+    def result(self, context: str | None = None) -> int:
         """After the CQE: the op's result, or the exception the waiting task raises."""
         res = self.res
         if res >= 0:
@@ -206,7 +206,7 @@ class Op:
             if self.raise_cancel is not None:
                 self.raise_cancel()
             raise trio.ClosedResourceError("another task closed this socket")
-        raise os_error(-res)
+        raise os_error(-res, context)
 
 
 class OpDriver:
@@ -217,6 +217,8 @@ class OpDriver:
         self.ops: dict[int, Op] = {}
         self.fds: dict[int, FdOps] = {}
         self.next_user_data = itertools.count(FIRST_OP).__next__
+        # The runner's reschedule, bound by the IOManager before any task runs.
+        self.reschedule: Callable[[Task], None] = trio.lowlevel.reschedule
         # False while no tick of the run loop is in progress: then nothing would
         # submit a queued cancel soon, so `cancel` submits it at once.
         self.in_tick = False
@@ -277,7 +279,7 @@ class OpDriver:
 
     # ---------------------------------------------------------------- wait
 
-    async def wait(self, op: Op) -> int:
+    async def wait(self, op: Op, context: str | None = None) -> int:
         """Park the current task until ``op``'s CQE; return its result or raise.
 
         Cancellation asks the kernel to cancel the op and waits for the op's own CQE
@@ -294,7 +296,51 @@ class OpDriver:
             return Abort.FAILED
 
         await wait_task_rescheduled(abort)
-        return op.result()
+        return op.result(context)
+
+    def complete_now(self, op: Op) -> int:
+        """Submit and wait for ``op``'s CQE without yielding (for synchronous APIs).
+
+        Other CQEs reaped meanwhile are dispatched as process_events would.
+        """
+        ring = self.ring
+        while op.user_data in self.ops:
+            n = ring.wait(1.0)
+            if n < 0 and n != -_EINTR:
+                ring.raise_prep_error(n)
+            self.dispatch(ring.reap(), self.reschedule)
+        return op.res
+
+    # A task can also wait in an fd's slot for something other than its own SQE
+    # (accept waits for its listener's multishot ACCEPT to queue a connection).
+
+    def park(self, fd: int, slot: str) -> Waiter:
+        """Take ``fd``'s slot for the current task (BusyResourceError if taken)."""
+        fd_ops = self.claim(fd, slot)
+        waiter = Waiter(-1, fd, None)
+        waiter.task = current_task()
+        setattr(fd_ops, slot, waiter)
+        waiter.fd_ops = fd_ops
+        waiter.slot = slot
+        return waiter
+
+    async def sleep(self, waiter: Waiter) -> None:
+        """Block until `wake` (or notify_closing: ClosedResourceError). Cancellable at once."""
+
+        def abort(_: object) -> Abort:
+            waiter.task = None
+            if waiter.fd_ops is not None:
+                _release(waiter.fd_ops, waiter)
+            return Abort.SUCCEEDED
+
+        await wait_task_rescheduled(abort)
+
+    def wake(self, waiter: Waiter) -> None:
+        if waiter.fd_ops is not None:
+            _release(waiter.fd_ops, waiter)
+        if waiter.task is not None:
+            self.reschedule(waiter.task)
+            waiter.task = None
 
     async def wait_ready(self, fd: int, slot: str) -> None:
         """`trio.lowlevel.wait_readable` / `wait_writable`, as a one-shot POLL_ADD."""
@@ -355,15 +401,15 @@ class OpDriver:
         fd_ops.read = fd_ops.write = fd_ops.background = None
         for op in closing:
             op.fd_ops = None
-            if op.user_data not in self.ops:
-                continue  # its CQE already arrived; the waiter will see the result
-            op.closed = True
             self._wake_closed(op)
-            self.cancel(op)
+            if op.user_data in self.ops:  # else its CQE arrived: the waiter gets the result
+                op.closed = True
+                self.cancel(op)
         self.ring.submit()
 
     def _wake_closed(self, op: Op) -> None:
-        """A readiness waiter on a closing fd raises ClosedResourceError now (epoll does)."""
+        """A readiness waiter or a parked task on a closing fd raises ClosedResourceError
+        now (epoll does); data ops wait for their CQE."""
         if op.wake_on_close and op.task is not None:
             task, op.task = op.task, None
             trio.lowlevel.reschedule(
@@ -395,6 +441,7 @@ class OpDriver:
         """Close-time: nobody waits any more; ask the kernel to cancel every op."""
         for op in self.ops.values():
             op.task = None
+            op.cancel_requested = True
         self.fds.clear()
         rc = self.ring.prep_cancel(0, ASYNC_CANCEL_ANY, CANCEL_USER_DATA)
         if rc:
@@ -405,6 +452,13 @@ class OpDriver:
         _unfinished.extend(self.ops.values())
         self.ops.clear()
         self.closed = True
+
+
+class Waiter(Op):
+    """A task parked in an fd slot with no SQE of its own (see `OpDriver.park`)."""
+
+    __slots__ = ()
+    wake_on_close = True
 
 
 class PollOp(Op):

@@ -13,6 +13,20 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 CDEF = """
+typedef int... socklen_t;
+struct iovec { void *iov_base; size_t iov_len; };
+struct msghdr {
+    void *msg_name;
+    socklen_t msg_namelen;
+    struct iovec *msg_iov;
+    size_t msg_iovlen;
+    void *msg_control;
+    size_t msg_controllen;
+    int msg_flags;
+    ...;
+};
+struct sockaddr_storage { ...; };
+
 #define TU_ERR_FORKED ...
 #define TU_MAX_OPCODES ...
 
