@@ -103,12 +103,23 @@ def _nbytes(nbytes: int, available: int, method: str) -> int:
     return nbytes
 
 
+def _writable(buffer: Any, method: str) -> Any:
+    try:
+        return ffi.from_buffer(buffer, require_writable=True)
+    except (BufferError, TypeError):
+        raise TypeError(
+            f"{method}() argument 'buffer' must be read-write bytes-like object, not {type(buffer).__name__}"
+        ) from None
+
+
 class UringSocket(_SocketType):
     """A `trio.socket.SocketType` whose I/O goes through io_uring."""
 
     #: Connections a listening socket accepts ahead of ``accept()`` calls. When the
-    #: queue is this full the multishot ACCEPT is stopped, leaving the rest in the
-    #: kernel's backlog; it is re-armed once the queue is half drained.
+    #: queue is this full the multishot ACCEPT is stopped, leaving later connections
+    #: in the kernel's backlog; it is re-armed once the queue is half drained. The
+    #: kernel takes the whole backlog in one burst when armed, so the queue holds
+    #: at most this many plus one listen backlog.
     accept_queue_limit = 64
 
     def __init__(self, sock: _stdlib_socket.socket) -> None:
@@ -122,6 +133,12 @@ class UringSocket(_SocketType):
 
     def dup(self) -> UringSocket:
         return UringSocket(self._sock.dup())
+
+    def __exit__(self, *exc_info: object) -> None:
+        # Trio's __exit__ closes the stdlib socket directly. Ours must cancel the
+        # socket's ops first: an in-flight op (a multishot ACCEPT) holds the file,
+        # and a closed listener would otherwise stay bound.
+        self.close()
 
     def close(self) -> None:
         if self._sock.fileno() != -1:
@@ -311,7 +328,7 @@ class UringSocket(_SocketType):
             return await super().recv_into(buffer, nbytes, flags)
         await checkpoint_if_cancelled()
         try:
-            cbuf = ffi.from_buffer(buffer, require_writable=True)
+            cbuf = _writable(buffer, "recv_into")
             nbytes = _nbytes(nbytes, len(cbuf), "recv_into")
         except BaseException as exc:
             await _raise_after_checkpoint(exc)
@@ -401,7 +418,8 @@ class _AcceptQueue:
 
     Bounded: when ``limit`` connections are waiting, the multishot is cancelled and
     the kernel's backlog holds the rest; it is re-armed when the queue is half
-    drained. Every fd that arrives is owned here until accept() takes it, and
+    drained. (Once armed, the kernel accepts everything in the backlog in one go:
+    the bound is ``limit`` plus one listen backlog.) Every fd that arrives is owned here until accept() takes it, and
     closed if the listener closes first. An error CQE (EMFILE, ENFILE, ...) ends the
     multishot; the next accept() raises it (Trio's serve_listeners backs off) and
     the one after re-arms.
