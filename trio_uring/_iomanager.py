@@ -9,9 +9,14 @@ Threads. In ``trio.run`` everything happens on one thread. In guest mode
 (``start_guest_run``) Trio calls ``get_events(timeout)`` from a worker thread while
 the host thread keeps going, so: only the run-loop thread (the one that built this
 manager) writes or submits SQEs or reaps CQEs; the worker only waits in
-``io_uring_enter``. The ring is created without IORING_SETUP_SINGLE_ISSUER /
-DEFER_TASKRUN / COOP_TASKRUN, which would forbid or starve a waiter on another
-thread.
+``io_uring_enter``.
+
+Ring flags. A plain run's ring uses IORING_SETUP_COOP_TASKRUN: the kernel finishes
+completions when our thread next enters it, instead of interrupting the thread for
+each arriving packet or connection (that interrupt costs more than the work). In
+guest mode the waiting worker thread is not the thread that submitted, and would
+wait for work only the host thread runs, so a guest run's ring is a plain one.
+Whether the run is a guest is only known once it starts, hence `_start`.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import attrs
 from trio._core._run import GLOBAL_RUN_CONTEXT
 
-from ._lifecycle import READ, WRITE, Op, OpDriver
+from ._lifecycle import BACKGROUND, READ, WRITE, Op, OpDriver
 from ._ring import Ring
 from ._ring_cffi import ffi
 
@@ -84,20 +89,34 @@ class UringIOManager:
     cq_entries = 8192
 
     def __init__(self) -> None:
-        self._ring = ring = Ring(self.sq_entries, self.cq_entries)
+        # Set up here, so an unusable io_uring fails trio.run at once with the reason.
+        self._ring = ring = Ring(self.sq_entries, self.cq_entries, coop_taskrun=True)
         self._driver = OpDriver(ring)
         self._loop_thread = threading.get_ident()
         self._reschedule: Callable[[Task], None] | None = None
         self._closing = False
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._wake_buf = ffi.new("uint64_t *")
+
+    def _start(self) -> Callable[[Task], None]:
+        # First call from the runner: it exists now (it did not in __init__), and
+        # no task has run yet.
+        runner = GLOBAL_RUN_CONTEXT.runner
+        if runner.is_guest:
+            self._ring.close()  # nothing was submitted on it
+            self._ring = Ring(self.sq_entries, self.cq_entries)
+            self._driver = OpDriver(self._ring)
+        self._reschedule = self._driver.reschedule = runner.reschedule
         self._arm_wakeup()
+        for hook in first_tick_hooks:
+            hook()
+        return self._reschedule
 
     def _arm_wakeup(self) -> None:
         if self._closing:
             return
         op = self._driver.start(
-            self._wake_fd, None, self._ring.prep_read, self._wake_fd, self._wake_buf, 8, 0,
+            self._wake_fd, BACKGROUND, self._ring.prep_read, self._wake_fd, self._wake_buf, 8, 0,
             keep=self._wake_buf, op_class=_WakeupRead,
         )
         op.manager = self  # type: ignore[attr-defined]
@@ -118,6 +137,8 @@ class UringIOManager:
     def get_events(self, timeout: float) -> int:
         on_loop_thread = threading.get_ident() == self._loop_thread
         if on_loop_thread:
+            if self._reschedule is None:
+                self._start()
             self._driver.in_tick = False
         ring = self._ring
         started = time.monotonic() if timeout > 0 else 0.0
@@ -143,7 +164,7 @@ class UringIOManager:
         driver.in_tick = True
         reschedule = self._reschedule
         if reschedule is None:
-            reschedule = self._first_tick()
+            reschedule = self._start()
         ring = self._ring
         batch = 3 * ring.reap_batch
         while True:
@@ -153,20 +174,12 @@ class UringIOManager:
             if len(cqes) < batch:
                 return
 
-    def _first_tick(self) -> Callable[[Task], None]:
-        # The runner exists now (it did not in __init__), and no task has run yet.
-        runner = GLOBAL_RUN_CONTEXT.runner
-        self._reschedule = self._driver.reschedule = runner.reschedule
-        for hook in first_tick_hooks:
-            hook()
-        return self._reschedule
-
     def statistics(self) -> UringStatistics:
         reading = writing = 0
-        for fd_ops in self._driver.fds.values():
-            if fd_ops.read is not None and fd_ops.read.task is not None:
+        for reader, writer, _ in self._driver.fds.values():
+            if reader is not None and reader.task is not None:
                 reading += 1
-            if fd_ops.write is not None and fd_ops.write.task is not None:
+            if writer is not None and writer.task is not None:
                 writing += 1
         return UringStatistics(
             tasks_waiting_read=reading,
@@ -201,7 +214,7 @@ class UringIOManager:
         except (OSError, RuntimeError):
             pass  # a fork() child, or a ring the kernel broke: nothing left to drain
         finally:
-            driver.abandon_unfinished()
+            driver.close()
             ring.close()
             os.close(self._wake_fd)
 

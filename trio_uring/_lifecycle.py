@@ -18,6 +18,8 @@ Some facts about io_uring
   Cancel-by-fd after close gives EBADF, and the fd number may already belong to a
   new file. An SQE that has been written but not submitted names the fd *number*:
   submitted after a close and reuse, it would act on the wrong file.
+* A send or recv with MSG_DONTWAIT never waits: its CQE (the result, or -EAGAIN) is
+  posted before the io_uring_enter that submitted it returns.
 * user_data is our only handle on an op. We never reuse one (a 64-bit counter), so a
   late CQE or a late cancel can never hit a newer op.
 
@@ -57,6 +59,14 @@ Trio already solved this on Windows, where IOCP has the same shape
    * ``-ECANCELED`` after `OpDriver.notify_closing`: ``trio.ClosedResourceError``.
    * any other ``-errno``: ``OSError(errno, strerror)``.
 
+Sends and receives first try to complete at once, as Trio's own sockets do with a
+non-blocking syscall: `OpDriver.try_now` submits the op with MSG_DONTWAIT and reads its
+result during the same io_uring_enter, with no record and no cancellation to think
+about (the op is over when the call returns). Only if it would block does the op go
+through steps 2-4. A waiting receive takes its buffer from the kernel's provided-buffer
+ring (`trio_uring._ring.BufferRing`) when data arrives, so a parked receive holds no
+memory and its CQE hands over the bytes, copied out before the buffer goes back.
+
 Readiness waits (``wait_readable``/``wait_writable``, an IORING_OP_POLL_ADD) own no
 memory, so they can do what epoll does: the abort returns ``Abort.SUCCEEDED`` at once,
 queues an ASYNC_CANCEL, and leaves the op behind as an orphan (``task is None``) whose
@@ -71,9 +81,9 @@ arrives, which ASYNC_CANCEL posts before its own submission returns when it find
 them.
 
 Trio's BusyResourceError rule (one reader and one writer per fd) applies to all ops:
-each fd has a ``read`` and a ``write`` slot (`FdOps`), taken by ``wait_readable``,
-recv or accept, and by ``wait_writable``, send or connect. Ops that outlive a call
-(multishot accept) sit in the fd's ``background`` set so notify_closing finds them.
+each fd has a READ and a WRITE slot (`FdOps`), taken by ``wait_readable``, recv or
+accept, and by ``wait_writable``, send or connect. Ops that outlive a call (multishot
+accept, read-ahead) sit in the fd's background set so notify_closing finds them.
 
 Trade-offs
 ==========
@@ -100,14 +110,15 @@ import outcome
 import trio
 from trio.lowlevel import Abort, current_task, wait_task_rescheduled
 
-from ._ring import ASYNC_CANCEL_ANY, CQE_F_MORE, Ring, os_error
+from ._ring import ASYNC_CANCEL_ANY, CQE_F_BUFFER, CQE_F_MORE, SYNC_USER_DATA, BufferRing, Ring, os_error
+from ._ring_cffi import ffi
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from trio.lowlevel import Task
 
-__all__ = ["READ", "WRITE", "FdOps", "Op", "OpDriver", "PollOp", "Waiter"]
+__all__ = ["READ", "WRITE", "FdOps", "Op", "OpDriver", "PollOp", "RecvOp", "Waiter"]
 
 # ASYNC_CANCEL SQEs carry this user_data; their CQE (posted only when the cancel
 # failed: the target had completed or was completing) is dropped. Ops count up
@@ -115,8 +126,10 @@ __all__ = ["READ", "WRITE", "FdOps", "Op", "OpDriver", "PollOp", "Waiter"]
 CANCEL_USER_DATA: Final = 0
 FIRST_OP: Final = 16
 
-READ: Final = "read"
-WRITE: Final = "write"
+# The slots of an fd's FdOps list.
+READ: Final = 0
+WRITE: Final = 1
+BACKGROUND: Final = 2
 
 POLLIN: Final = 0x001
 POLLOUT: Final = 0x004
@@ -127,26 +140,29 @@ POLLNVAL: Final = 0x020
 _ECANCELED: Final = errno.ECANCELED
 _EINTR: Final = errno.EINTR
 
+# Provided buffers for waiting receives: how many, how big. Memory is only touched
+# as buffers are used; a CQE's bytes are copied out and the buffer given back at once.
+RECV_BUFFERS: Final = 1024
+RECV_BUFFER_SIZE: Final = 16384
+RECV_BUFFER_GROUP: Final = 0
+
 # Records of ops the kernel never finished with when their ring closed: their
 # buffers must outlive the ring (the kernel may still write into them).
 _unfinished: list[Op] = []
 
+#: The ops in flight on one fd: ``[reader, writer, background ops (a set) or None]``.
+FdOps = list
 
-class FdOps:
-    """The ops in flight on one fd: one reader, one writer, and background ops."""
 
-    __slots__ = ("background", "read", "write")
+def _new_fd_ops() -> list[Any]:
+    return [None, None, None]
 
-    def __init__(self) -> None:
-        self.read: Op | None = None
-        self.write: Op | None = None
-        self.background: set[Op] | None = None
 
-    def all(self) -> list[Op]:
-        ops = [op for op in (self.read, self.write) if op is not None]
-        if self.background:
-            ops.extend(self.background)
-        return ops
+def _all_ops(fd_ops: list[Any]) -> list[Op]:
+    ops = [op for op in fd_ops[:BACKGROUND] if op is not None]
+    if fd_ops[BACKGROUND]:
+        ops.extend(fd_ops[BACKGROUND])
+    return ops
 
 
 class Op:
@@ -156,57 +172,84 @@ class Op:
     other shapes (multishot, no waiter).
     """
 
+    __slots__ = ("cancelled", "fd", "fd_ops", "flags", "keep", "raise_cancel", "res", "slot", "task", "user_data")
+
     # A readiness waiter owns no memory: notify_closing wakes it at once.
     wake_on_close = False
-
-    __slots__ = (
-        "cancel_requested",
-        "closed",
-        "fd",
-        "fd_ops",
-        "flags",
-        "keep",
-        "raise_cancel",
-        "res",
-        "slot",
-        "task",
-        "user_data",
-    )
 
     def __init__(self, user_data: int, fd: int, keep: object) -> None:
         self.user_data = user_data
         self.fd = fd
         self.keep = keep  # buffers, sockaddrs: alive until the final CQE
         self.task: Task | None = None  # who to wake; None once nobody waits
-        self.fd_ops: FdOps | None = None
-        self.slot: str | None = None  # READ, WRITE, or None (background / no fd)
+        self.fd_ops: list[Any] | None = None
+        self.slot = BACKGROUND
         self.res = 0
         self.flags = 0
-        self.raise_cancel: Callable[[], Any] | None = None
-        self.cancel_requested = False
-        self.closed = False  # notify_closing cancelled it
+        # Bits: CANCELLED (the waiting task was cancelled), CLOSED (notify_closing),
+        # CANCEL_SENT (an ASYNC_CANCEL for it is queued).
+        self.cancelled = 0
 
     def on_cqe(self, res: int, flags: int, reschedule: Callable[[Task], None]) -> None:
         """The final CQE arrived: record it, free the fd slot, wake the waiter."""
         self.res = res
         self.flags = flags
-        fd_ops = self.fd_ops
-        if fd_ops is not None:
-            _release(fd_ops, self)
-        if self.task is not None:
-            reschedule(self.task)
+        if self.fd_ops is not None:
+            _release(self)
+        task = self.task
+        if task is not None:
             self.task = None
+            reschedule(task)
 
     def result(self, context: str | None = None) -> int:
         """After the CQE: the op's result, or the exception the waiting task raises."""
         res = self.res
         if res >= 0:
             return res
-        if (res == -_ECANCELED or res == -_EINTR) and (self.cancel_requested or self.closed):
-            if self.raise_cancel is not None:
+        if (res == -_ECANCELED or res == -_EINTR) and self.cancelled & (CANCELLED | CLOSED):
+            if self.cancelled & CANCELLED:
                 self.raise_cancel()
             raise trio.ClosedResourceError("another task closed this socket")
         raise os_error(-res, context)
+
+
+CANCELLED: Final = 1
+CLOSED: Final = 2
+CANCEL_SENT: Final = 4
+
+
+class RecvOp(Op):
+    """A RECV that waits, its buffer picked by the kernel from the driver's BufferRing."""
+
+    __slots__ = ("data",)
+
+    def on_cqe(self, res: int, flags: int, reschedule: Callable[[Task], None]) -> None:
+        if flags & CQE_F_BUFFER:
+            # Copy the bytes out and give the buffer back now, whoever (if anyone)
+            # still waits for them.
+            self.data = self.keep.take(flags, res)  # type: ignore[attr-defined]
+        super().on_cqe(res, flags, reschedule)
+
+
+class Waiter(Op):
+    """A task parked in an fd slot with no SQE of its own (see `OpDriver.park`)."""
+
+    __slots__ = ()
+    wake_on_close = True
+
+
+class PollOp(Op):
+    """A POLL_ADD for wait_readable / wait_writable."""
+
+    __slots__ = ("wanted",)
+    wake_on_close = True
+
+    def on_cqe(self, res: int, flags: int, reschedule: Callable[[Task], None]) -> None:
+        if self.task is None:
+            return  # an orphan (aborted, or its fd closed), or already delivered
+        if flags & CQE_F_MORE and res >= 0 and not res & self.wanted:
+            return  # a multishot poll woken for something we did not ask for
+        super().on_cqe(res, flags, reschedule)
 
 
 class OpDriver:
@@ -215,7 +258,7 @@ class OpDriver:
     def __init__(self, ring: Ring) -> None:
         self.ring = ring
         self.ops: dict[int, Op] = {}
-        self.fds: dict[int, FdOps] = {}
+        self.fds: dict[int, list[Any]] = {}
         self.next_user_data = itertools.count(FIRST_OP).__next__
         # The runner's reschedule, bound by the IOManager before any task runs.
         self.reschedule: Callable[[Task], None] = trio.lowlevel.reschedule
@@ -223,26 +266,31 @@ class OpDriver:
         # submit a queued cancel soon, so `cancel` submits it at once.
         self.in_tick = False
         self.closed = False
+        self._buffers: BufferRing | None = None
+        self._scratch: Any = ffi.new("char[]", 65536)
+
+    @property
+    def buffers(self) -> BufferRing:
+        """The provided-buffer ring for waiting receives (registered on first use)."""
+        if self._buffers is None:
+            self._buffers = BufferRing(self.ring, RECV_BUFFER_GROUP, RECV_BUFFERS, RECV_BUFFER_SIZE)
+        return self._buffers
+
+    def scratch(self, size: int) -> Any:
+        """A buffer of at least ``size`` bytes for receives that complete at once
+        (`try_now`, ``Ring.recv_now``). One per run is enough: such an op is over
+        before any other code runs."""
+        buf = self._scratch
+        if len(buf) < size:
+            self._scratch = buf = ffi.new("char[]", size)
+        return buf
 
     # ---------------------------------------------------------------- start
-
-    def claim(self, fd: int, slot: str) -> FdOps:
-        """Take ``fd``'s read or write slot, or raise BusyResourceError like Trio."""
-        fd_ops = self.fds.get(fd)
-        if fd_ops is None:
-            fd_ops = self.fds[fd] = FdOps()
-        elif getattr(fd_ops, slot) is not None:
-            raise trio.BusyResourceError(
-                "another task is already reading / writing this fd"
-                if slot in (READ, WRITE)
-                else "busy"
-            )
-        return fd_ops
 
     def start(
         self,
         fd: int,
-        slot: str | None,
+        slot: int,
         prep: Callable[..., int],
         *args: object,
         keep: object = None,
@@ -250,32 +298,56 @@ class OpDriver:
     ) -> Op:
         """Record a new op and write its SQE: ``prep(*args, user_data)``.
 
-        ``slot`` is READ or WRITE (the op takes that slot of ``fd``), or None for an
-        op that belongs to no fd (socket creation) or is tracked by its owner.
+        ``slot`` is READ or WRITE (the op takes that slot of ``fd``, or
+        BusyResourceError), or BACKGROUND for an op that no call waits for or that
+        belongs to no fd (socket creation).
         """
         if self.closed:
             raise RuntimeError("trio_uring: the io_uring backend of this run is closed")
-        fd_ops = self.claim(fd, slot) if slot is not None else None
-        op = op_class(self.next_user_data(), fd, keep)
-        rc = prep(*args, op.user_data)
-        if rc:
-            self.ring.raise_prep_error(rc)
-        self.ops[op.user_data] = op
-        if fd_ops is not None:
-            setattr(fd_ops, slot, op)  # type: ignore[arg-type]
+        user_data = self.next_user_data()
+        op = op_class(user_data, fd, keep)
+        if slot != BACKGROUND:
+            fd_ops = self.fds.get(fd)
+            if fd_ops is None:
+                fd_ops = self.fds[fd] = _new_fd_ops()
+            elif fd_ops[slot] is not None:
+                raise trio.BusyResourceError("another task is already reading / writing this fd")
+            rc = prep(*args, user_data)
+            if rc:
+                self.ring.raise_prep_error(rc)
+            fd_ops[slot] = op
             op.fd_ops = fd_ops
             op.slot = slot
+        else:
+            rc = prep(*args, user_data)
+            if rc:
+                self.ring.raise_prep_error(rc)
+        self.ops[user_data] = op
         return op
+
+    def try_now(self, prep: Callable[..., int], *args: object) -> int:
+        """Write an SQE that cannot block (MSG_DONTWAIT) and submit it with everything
+        queued so far; return its result (e.g. -EAGAIN), or NOT_SUBMITTED if the
+        kernel could not take it. The op is over when this returns: its buffers are
+        only needed during the call.
+        """
+        if self.closed:
+            raise RuntimeError("trio_uring: the io_uring backend of this run is closed")
+        rc = prep(*args, SYNC_USER_DATA)
+        if rc:
+            self.ring.raise_prep_error(rc)
+        return self.ring.submit_sync()
 
     def add_background(self, op: Op) -> None:
         """Let notify_closing(op.fd) find an op that no task waits for (multishot)."""
         fd_ops = self.fds.get(op.fd)
         if fd_ops is None:
-            fd_ops = self.fds[op.fd] = FdOps()
-        if fd_ops.background is None:
-            fd_ops.background = set()
-        fd_ops.background.add(op)
+            fd_ops = self.fds[op.fd] = _new_fd_ops()
+        if fd_ops[BACKGROUND] is None:
+            fd_ops[BACKGROUND] = set()
+        fd_ops[BACKGROUND].add(op)
         op.fd_ops = fd_ops
+        op.slot = BACKGROUND
 
     # ---------------------------------------------------------------- wait
 
@@ -292,10 +364,13 @@ class OpDriver:
                 op.task = None
                 return Abort.SUCCEEDED
             op.raise_cancel = raise_cancel
+            op.cancelled |= CANCELLED
             self.cancel(op)
             return Abort.FAILED
 
         await wait_task_rescheduled(abort)
+        if op.res >= 0:
+            return op.res
         return op.result(context)
 
     def complete_now(self, op: Op) -> int:
@@ -311,38 +386,7 @@ class OpDriver:
             self.dispatch(ring.reap(), self.reschedule)
         return op.res
 
-    # A task can also wait in an fd's slot for something other than its own SQE
-    # (accept waits for its listener's multishot ACCEPT to queue a connection).
-
-    def park(self, fd: int, slot: str) -> Waiter:
-        """Take ``fd``'s slot for the current task (BusyResourceError if taken)."""
-        fd_ops = self.claim(fd, slot)
-        waiter = Waiter(-1, fd, None)
-        waiter.task = current_task()
-        setattr(fd_ops, slot, waiter)
-        waiter.fd_ops = fd_ops
-        waiter.slot = slot
-        return waiter
-
-    async def sleep(self, waiter: Waiter) -> None:
-        """Block until `wake` (or notify_closing: ClosedResourceError). Cancellable at once."""
-
-        def abort(_: object) -> Abort:
-            waiter.task = None
-            if waiter.fd_ops is not None:
-                _release(waiter.fd_ops, waiter)
-            return Abort.SUCCEEDED
-
-        await wait_task_rescheduled(abort)
-
-    def wake(self, waiter: Waiter) -> None:
-        if waiter.fd_ops is not None:
-            _release(waiter.fd_ops, waiter)
-        if waiter.task is not None:
-            self.reschedule(waiter.task)
-            waiter.task = None
-
-    async def wait_ready(self, fd: int, slot: str) -> None:
+    async def wait_ready(self, fd: int, slot: int) -> None:
         """`trio.lowlevel.wait_readable` / `wait_writable`, as a one-shot POLL_ADD."""
         events = POLLIN if slot == READ else POLLOUT
         multishot = 0
@@ -356,7 +400,7 @@ class OpDriver:
                 # and leave the poll behind as an orphan whose CQE is ignored.
                 op.task = None
                 if op.fd_ops is not None:
-                    _release(op.fd_ops, op)
+                    _release(op)
                 if not self.closed:
                     self.cancel(op)
                 return Abort.SUCCEEDED
@@ -375,13 +419,49 @@ class OpDriver:
             # PollOp.on_cqe lets through just the events we want.
             multishot = 1
 
+    # A task can also wait in an fd's slot for something other than its own SQE
+    # (accept waits for its listener's multishot ACCEPT to queue a connection).
+
+    def park(self, fd: int, slot: int) -> Waiter:
+        """Take ``fd``'s slot for the current task (BusyResourceError if taken)."""
+        fd_ops = self.fds.get(fd)
+        if fd_ops is None:
+            fd_ops = self.fds[fd] = _new_fd_ops()
+        elif fd_ops[slot] is not None:
+            raise trio.BusyResourceError("another task is already reading / writing this fd")
+        waiter = Waiter(-1, fd, None)
+        waiter.task = current_task()
+        fd_ops[slot] = waiter
+        waiter.fd_ops = fd_ops
+        waiter.slot = slot
+        return waiter
+
+    async def sleep(self, waiter: Waiter) -> None:
+        """Block until `wake` (or notify_closing: ClosedResourceError). Cancellable at once."""
+
+        def abort(_: object) -> Abort:
+            waiter.task = None
+            if waiter.fd_ops is not None:
+                _release(waiter)
+            return Abort.SUCCEEDED
+
+        await wait_task_rescheduled(abort)
+
+    def wake(self, waiter: Waiter) -> None:
+        if waiter.fd_ops is not None:
+            _release(waiter)
+        task = waiter.task
+        if task is not None:
+            waiter.task = None
+            self.reschedule(task)
+
     # ---------------------------------------------------------------- cancel
 
     def cancel(self, op: Op) -> None:
         """Ask the kernel to cancel ``op`` (once). Its CQE still ends it."""
-        if op.cancel_requested or op.user_data not in self.ops:
+        if op.cancelled & CANCEL_SENT or op.user_data not in self.ops:
             return
-        op.cancel_requested = True
+        op.cancelled |= CANCEL_SENT
         rc = self.ring.prep_cancel(op.user_data, 0, CANCEL_USER_DATA)
         if rc:
             self.ring.raise_prep_error(rc)
@@ -397,24 +477,19 @@ class OpDriver:
         fd_ops = self.fds.pop(fd, None)
         if fd_ops is None or self.closed:
             return
-        closing = fd_ops.all()
-        fd_ops.read = fd_ops.write = fd_ops.background = None
+        closing = _all_ops(fd_ops)
+        fd_ops[READ] = fd_ops[WRITE] = fd_ops[BACKGROUND] = None
         for op in closing:
             op.fd_ops = None
-            self._wake_closed(op)
+            if op.wake_on_close and op.task is not None:
+                # A readiness waiter or a parked task raises now, as with epoll;
+                # a data op waits for its CQE.
+                task, op.task = op.task, None
+                trio.lowlevel.reschedule(task, outcome.Error(trio.ClosedResourceError("another task closed this fd")))
             if op.user_data in self.ops:  # else its CQE arrived: the waiter gets the result
-                op.closed = True
+                op.cancelled |= CLOSED
                 self.cancel(op)
         self.ring.submit()
-
-    def _wake_closed(self, op: Op) -> None:
-        """A readiness waiter or a parked task on a closing fd raises ClosedResourceError
-        now (epoll does); data ops wait for their CQE."""
-        if op.wake_on_close and op.task is not None:
-            task, op.task = op.task, None
-            trio.lowlevel.reschedule(
-                task, outcome.Error(trio.ClosedResourceError("another task closed this fd"))
-            )
 
     # ---------------------------------------------------------------- complete
 
@@ -441,45 +516,32 @@ class OpDriver:
         """Close-time: nobody waits any more; ask the kernel to cancel every op."""
         for op in self.ops.values():
             op.task = None
-            op.cancel_requested = True
+            op.cancelled |= CANCEL_SENT
         self.fds.clear()
         rc = self.ring.prep_cancel(0, ASYNC_CANCEL_ANY, CANCEL_USER_DATA)
         if rc:
             self.ring.raise_prep_error(rc)
 
-    def abandon_unfinished(self) -> None:
-        """Ops the kernel never completed keep their memory for the life of the process."""
+    def close(self) -> None:
+        """After the drain: ops the kernel never completed keep their memory for the
+        life of the process; the buffer ring is unregistered."""
         _unfinished.extend(self.ops.values())
         self.ops.clear()
         self.closed = True
+        if self._buffers is not None:
+            if _unfinished:
+                _unfinished.append(self._buffers)  # type: ignore[arg-type]
+            else:
+                self._buffers.close()
 
 
-class Waiter(Op):
-    """A task parked in an fd slot with no SQE of its own (see `OpDriver.park`)."""
-
-    __slots__ = ()
-    wake_on_close = True
-
-
-class PollOp(Op):
-    """A POLL_ADD for wait_readable / wait_writable."""
-
-    __slots__ = ("wanted",)
-    wake_on_close = True
-
-    def on_cqe(self, res: int, flags: int, reschedule: Callable[[Task], None]) -> None:
-        if self.task is None:
-            return  # an orphan (aborted, or its fd closed), or already delivered
-        if flags & CQE_F_MORE and res >= 0 and not res & self.wanted:
-            return  # a multishot poll woken for something we did not ask for
-        super().on_cqe(res, flags, reschedule)
-
-
-def _release(fd_ops: FdOps, op: Op) -> None:
+def _release(op: Op) -> None:
+    fd_ops = op.fd_ops
+    assert fd_ops is not None
     slot = op.slot
-    if slot is not None:
-        if getattr(fd_ops, slot) is op:
-            setattr(fd_ops, slot, None)
-    elif fd_ops.background is not None:
-        fd_ops.background.discard(op)
+    if slot != BACKGROUND:
+        if fd_ops[slot] is op:
+            fd_ops[slot] = None
+    elif fd_ops[BACKGROUND] is not None:
+        fd_ops[BACKGROUND].discard(op)
     op.fd_ops = None

@@ -33,6 +33,11 @@
 #endif
 
 #define load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+
+/* SQ flags saying CQEs are waiting in the kernel: overflowed ones (NODROP), or
+ * completions whose task work has not run yet (COOP_TASKRUN|TASKRUN_FLAG rings
+ * run it only when we enter the kernel). An enter with GETEVENTS moves them in. */
+#define NEEDS_FLUSH (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)
 #define store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 
 /* 0 if the ring can be used; else why not (a fork() child, or torn down). */
@@ -150,6 +155,9 @@ fail:
 
 void tu_ring_teardown(struct tu_ring *r)
 {
+    free(r->stash);
+    r->stash = NULL;
+    r->stash_head = r->stash_len = r->stash_cap = 0;
     if (r->sqes)
         munmap(r->sqes, r->sqes_map_len);
     if (r->cq_map && r->cq_map != r->sq_map)
@@ -197,6 +205,88 @@ int tu_ring_probe(struct tu_ring *r, uint8_t *supported, unsigned n)
     return ret;
 }
 
+/* ------------------------------------------------------------ provided buffers */
+
+int tu_pbuf_setup(struct tu_ring *r, struct tu_pbuf *pb, unsigned bgid,
+                  unsigned entries, unsigned buf_size)
+{
+    struct io_uring_buf_reg reg;
+    int ret;
+
+    memset(pb, 0, sizeof(*pb));
+    if ((ret = unusable(r)))
+        return ret;
+    if (!entries || (entries & (entries - 1)) || entries > 32768)
+        return -EINVAL;
+    pb->ring_len = entries * sizeof(struct io_uring_buf);
+    pb->bufs_len = (size_t)entries * buf_size;
+    /* Page-aligned, as the kernel requires; MADV_DONTFORK like the rings. */
+    pb->br = mmap(NULL, pb->ring_len, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (pb->br == MAP_FAILED) {
+        pb->br = NULL;
+        return -errno;
+    }
+    pb->bufs = mmap(NULL, pb->bufs_len, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (pb->bufs == MAP_FAILED) {
+        pb->bufs = NULL;
+        ret = -errno;
+        goto fail;
+    }
+    madvise(pb->br, pb->ring_len, MADV_DONTFORK);
+    madvise(pb->bufs, pb->bufs_len, MADV_DONTFORK);
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (uint64_t)(uintptr_t)pb->br;
+    reg.ring_entries = entries;
+    reg.bgid = (uint16_t)bgid;
+    ret = sys_register(r->fd, IORING_REGISTER_PBUF_RING, &reg, 1);
+    if (ret < 0)
+        goto fail;
+    pb->entries = entries;
+    pb->mask = entries - 1;
+    pb->buf_size = buf_size;
+    pb->bgid = bgid;
+    for (unsigned bid = 0; bid < entries; bid++)
+        tu_pbuf_recycle(pb, bid);
+    return 0;
+
+fail:
+    if (pb->bufs)
+        munmap(pb->bufs, pb->bufs_len);
+    munmap(pb->br, pb->ring_len);
+    memset(pb, 0, sizeof(*pb));
+    return ret;
+}
+
+void tu_pbuf_teardown(struct tu_ring *r, struct tu_pbuf *pb)
+{
+    struct io_uring_buf_reg reg;
+
+    if (!pb->br)
+        return;
+    if (!unusable(r)) {
+        memset(&reg, 0, sizeof(reg));
+        reg.bgid = (uint16_t)pb->bgid;
+        sys_register(r->fd, IORING_UNREGISTER_PBUF_RING, &reg, 1);
+    }
+    munmap(pb->bufs, pb->bufs_len);
+    munmap(pb->br, pb->ring_len);
+    memset(pb, 0, sizeof(*pb));
+}
+
+void tu_pbuf_recycle(struct tu_pbuf *pb, unsigned bid)
+{
+    struct io_uring_buf *buf = &pb->br->bufs[pb->tail & pb->mask];
+
+    buf->addr = (uint64_t)(uintptr_t)(pb->bufs + (size_t)bid * pb->buf_size);
+    buf->len = pb->buf_size;
+    buf->bid = (uint16_t)bid;
+    pb->tail++;
+    /* The tail overlays bufs[0].resv; publishing it hands the buffer over. */
+    store_release(&pb->br->tail, pb->tail);
+}
+
 /* ------------------------------------------------------------ submit / wait / reap */
 
 /* Publish our tail; return how many SQEs the kernel has not consumed yet. */
@@ -225,9 +315,9 @@ unsigned tu_cq_ready(struct tu_ring *r)
 
     if (unusable(r))
         return 0;
-    ready = load_acquire(r->cq_ktail) - *r->cq_khead;
-    if (!ready && (load_acquire(r->sq_kflags) & IORING_SQ_CQ_OVERFLOW))
-        ready = 1;  /* the kernel holds CQEs that tu_reap will flush */
+    ready = (r->stash_len - r->stash_head) + (load_acquire(r->cq_ktail) - *r->cq_khead);
+    if (!ready && (load_acquire(r->sq_kflags) & NEEDS_FLUSH))
+        ready = 1;  /* the kernel holds CQEs (or their task work): tu_reap flushes */
     return ready;
 }
 
@@ -244,7 +334,7 @@ int tu_enter_wait(struct tu_ring *r, int submit, int64_t timeout_ns)
         return ret;
     if (submit)
         to_submit = publish(r);
-    if (timeout_ns != 0 && tu_cq_ready(r) == 0) {
+    if (timeout_ns != 0 && tu_cq_ready(r) == 0) {  /* counts the stash too */
         flags = IORING_ENTER_GETEVENTS;
         min_complete = 1;
         if (timeout_ns > 0) {
@@ -257,6 +347,8 @@ int tu_enter_wait(struct tu_ring *r, int submit, int64_t timeout_ns)
             argp = &arg;
             argsz = sizeof(arg);
         }
+    } else if (load_acquire(r->sq_kflags) & NEEDS_FLUSH) {
+        flags = IORING_ENTER_GETEVENTS;  /* don't wait, but move them into the CQ */
     }
     if (to_submit || flags) {
         ret = sys_enter(r->fd, to_submit, min_complete, flags, argp, argsz);
@@ -266,6 +358,66 @@ int tu_enter_wait(struct tu_ring *r, int submit, int64_t timeout_ns)
     return (int)tu_cq_ready(r);
 }
 
+static int stash_push(struct tu_ring *r, const struct io_uring_cqe *cqe)
+{
+    if (r->stash_head == r->stash_len)
+        r->stash_head = r->stash_len = 0;
+    if (r->stash_len == r->stash_cap) {
+        unsigned cap = r->stash_cap ? 2 * r->stash_cap : 64;
+        struct tu_cqe_rec *grown = realloc(r->stash, cap * sizeof(*grown));
+        if (!grown)
+            return -ENOMEM;
+        r->stash = grown;
+        r->stash_cap = cap;
+    }
+    r->stash[r->stash_len].user_data = cqe->user_data;
+    r->stash[r->stash_len].res = cqe->res;
+    r->stash[r->stash_len].flags = cqe->flags;
+    r->stash_len++;
+    return 0;
+}
+
+int tu_submit_sync(struct tu_ring *r)
+{
+    struct io_uring_sqe *sqe;
+    unsigned idx, head, tail;
+    int ret;
+
+    if ((ret = unusable(r)))
+        return ret;
+    idx = r->sqe_tail - 1;
+    sqe = &r->sqes[idx & r->sq_mask];
+    ret = tu_submit(r);
+    if (ret < 0 && (int)(idx - load_acquire(r->sq_khead)) >= 0) {
+        /* Not consumed: it must not run later, when its buffer may be gone. */
+        sqe->opcode = IORING_OP_NOP;
+        sqe->flags = 0;
+        sqe->user_data = 0;
+        return TU_ERR_NOT_SUBMITTED;
+    }
+    for (;;) {
+        head = *r->cq_khead;
+        tail = load_acquire(r->cq_ktail);
+        while (head != tail) {
+            struct io_uring_cqe *cqe = &r->cqes[head & r->cq_mask];
+            if (cqe->user_data == TU_SYNC_USER_DATA) {
+                ret = cqe->res;
+                store_release(r->cq_khead, head + 1);
+                return ret;
+            }
+            if (stash_push(r, cqe) < 0)
+                break;  /* out of memory: leave the rest in the CQ */
+            head++;
+        }
+        store_release(r->cq_khead, head);
+        /* Posted during submission, so it is in the CQ, or in the kernel's
+         * overflow list when the CQ was full: wait (GETEVENTS flushes). */
+        ret = sys_enter(r->fd, 0, 1, IORING_ENTER_GETEVENTS, NULL, 0);
+        if (ret < 0 && ret != -EINTR)
+            return ret;
+    }
+}
+
 int tu_reap(struct tu_ring *r, int64_t *out, unsigned max)
 {
     unsigned n = 0, head, tail;
@@ -273,6 +425,13 @@ int tu_reap(struct tu_ring *r, int64_t *out, unsigned max)
 
     if ((ret = unusable(r)))
         return ret;
+    while (r->stash_head != r->stash_len && n < max) {
+        struct tu_cqe_rec *rec = &r->stash[r->stash_head++];
+        out[3 * n] = (int64_t)rec->user_data;
+        out[3 * n + 1] = rec->res;
+        out[3 * n + 2] = rec->flags;
+        n++;
+    }
     for (;;) {
         head = *r->cq_khead;
         tail = load_acquire(r->cq_ktail);
@@ -285,10 +444,10 @@ int tu_reap(struct tu_ring *r, int64_t *out, unsigned max)
             n++;
         }
         store_release(r->cq_khead, head);
-        if (n == max || !(load_acquire(r->sq_kflags) & IORING_SQ_CQ_OVERFLOW))
+        if (n == max || !(load_acquire(r->sq_kflags) & NEEDS_FLUSH))
             break;
-        /* The CQ ran dry but the kernel kept CQEs that did not fit (NODROP):
-         * an enter with GETEVENTS moves them into the CQ. */
+        /* The CQ ran dry but the kernel holds more: CQEs that did not fit
+         * (NODROP) or completions waiting for their task work. */
         if (sys_enter(r->fd, 0, 0, IORING_ENTER_GETEVENTS, NULL, 0) < 0 ||
             load_acquire(r->cq_ktail) == head)
             break;
@@ -424,6 +583,19 @@ int tu_prep_recv(struct tu_ring *r, int fd, void *buf, unsigned len, int flags,
     return 0;
 }
 
+int tu_prep_recv_select(struct tu_ring *r, int fd, unsigned len, int flags,
+                        unsigned bgid, int multishot, uint64_t ud)
+{
+    GET_SQE(r, sqe);
+    prep_rw(r, sqe, IORING_OP_RECV, fd, NULL, len, 0, ud);
+    sqe->msg_flags = (uint32_t)flags;
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = (uint16_t)bgid;
+    if (multishot)
+        sqe->ioprio |= IORING_RECV_MULTISHOT;
+    return 0;
+}
+
 int tu_prep_sendmsg(struct tu_ring *r, int fd, const void *msghdr, int flags,
                     uint64_t ud)
 {
@@ -454,4 +626,16 @@ int tu_prep_close(struct tu_ring *r, int fd, uint64_t ud)
     GET_SQE(r, sqe);
     prep_rw(r, sqe, IORING_OP_CLOSE, fd, NULL, 0, 0, ud);
     return 0;
+}
+
+int tu_send_now(struct tu_ring *r, int fd, const void *buf, unsigned len, int flags)
+{
+    int ret = tu_prep_send(r, fd, buf, len, flags | MSG_DONTWAIT, NULL, 0, TU_SYNC_USER_DATA);
+    return ret ? ret : tu_submit_sync(r);
+}
+
+int tu_recv_now(struct tu_ring *r, int fd, void *buf, unsigned len, int flags)
+{
+    int ret = tu_prep_recv(r, fd, buf, len, flags | MSG_DONTWAIT, TU_SYNC_USER_DATA);
+    return ret ? ret : tu_submit_sync(r);
 }

@@ -22,7 +22,16 @@
 #include <linux/io_uring.h>
 
 #define TU_ERR_FORKED (-100000)
+#define TU_ERR_NOT_SUBMITTED (-100001)
 #define TU_MAX_OPCODES 256
+/* The user_data of the one SQE tu_submit_sync waits for. */
+#define TU_SYNC_USER_DATA 1
+
+struct tu_cqe_rec {
+    uint64_t user_data;
+    int32_t res;
+    uint32_t flags;
+};
 
 struct tu_ring {
     /* Read by Python. */
@@ -45,6 +54,25 @@ struct tu_ring {
     struct io_uring_cqe *cqes;
     void *sq_map, *cq_map;
     size_t sq_map_len, cq_map_len, sqes_map_len;
+    /* CQEs taken off the CQ by tu_submit_sync that were not its own: tu_reap
+     * hands them out first, in order. */
+    struct tu_cqe_rec *stash;
+    unsigned stash_head, stash_len, stash_cap;
+};
+
+/* A provided-buffer ring (IORING_REGISTER_PBUF_RING, 5.19): ``entries``
+ * buffers of ``buf_size`` bytes the kernel picks from when data arrives for an
+ * op with IOSQE_BUFFER_SELECT, so a waiting receive holds no memory. */
+struct tu_pbuf {
+    char *bufs;             /* entries * buf_size bytes; buffer bid at bid * buf_size */
+    unsigned entries;
+    unsigned buf_size;
+    unsigned bgid;
+    /* Private. */
+    struct io_uring_buf_ring *br;
+    size_t ring_len, bufs_len;
+    unsigned mask;
+    uint16_t tail;
 };
 
 int tu_ring_setup(struct tu_ring *r, unsigned entries, unsigned cq_entries,
@@ -62,11 +90,28 @@ int tu_submit(struct tu_ring *r);
  * it only waits (used from Trio's guest-mode worker thread, which must not
  * touch the SQ). */
 int tu_enter_wait(struct tu_ring *r, int submit, int64_t timeout_ns);
-/* Number of CQEs ready in the CQ (plus 1 if the kernel holds overflowed ones). */
+/* Submit every written SQE; the last one must carry TU_SYNC_USER_DATA and be
+ * one that completes during submission (a MSG_DONTWAIT send or recv). Returns
+ * its res. Other CQEs found meanwhile are kept for tu_reap. If the kernel
+ * could not take it, the SQE is turned into a NOP and TU_ERR_NOT_SUBMITTED is
+ * returned (the caller then does the op the waiting way). */
+int tu_submit_sync(struct tu_ring *r);
+/* tu_prep_send / tu_prep_recv with MSG_DONTWAIT and TU_SYNC_USER_DATA, then
+ * tu_submit_sync: one call for the common "do it now if it won't block" case. */
+int tu_send_now(struct tu_ring *r, int fd, const void *buf, unsigned len, int flags);
+int tu_recv_now(struct tu_ring *r, int fd, void *buf, unsigned len, int flags);
+/* Number of CQEs ready (stashed + in the CQ, plus 1 if the kernel holds
+ * overflowed ones). */
 unsigned tu_cq_ready(struct tu_ring *r);
 /* Copy up to max CQEs out as (user_data, res, flags) triples and release
  * their slots; flushes the kernel's overflow list when the CQ has run dry. */
 int tu_reap(struct tu_ring *r, int64_t *out, unsigned max);
+
+int tu_pbuf_setup(struct tu_ring *r, struct tu_pbuf *pb, unsigned bgid,
+                  unsigned entries, unsigned buf_size);
+void tu_pbuf_teardown(struct tu_ring *r, struct tu_pbuf *pb);
+/* Give buffer ``bid`` back to the kernel. */
+void tu_pbuf_recycle(struct tu_pbuf *pb, unsigned bid);
 
 /* SQE writers.  Each returns 0, or -EBUSY if the SQ stayed full after a flush. */
 int tu_prep_nop(struct tu_ring *r, uint64_t ud);
@@ -86,6 +131,11 @@ int tu_prep_send(struct tu_ring *r, int fd, const void *buf, unsigned len,
                  int flags, const void *addr, unsigned addrlen, uint64_t ud);
 int tu_prep_recv(struct tu_ring *r, int fd, void *buf, unsigned len, int flags,
                  uint64_t ud);
+/* RECV into a buffer the kernel picks from group ``bgid`` (the CQE's flags
+ * carry IORING_CQE_F_BUFFER and the buffer id); multishot: one CQE per
+ * arrival until a final one without IORING_CQE_F_MORE. */
+int tu_prep_recv_select(struct tu_ring *r, int fd, unsigned len, int flags,
+                        unsigned bgid, int multishot, uint64_t ud);
 int tu_prep_sendmsg(struct tu_ring *r, int fd, const void *msghdr, int flags,
                     uint64_t ud);
 int tu_prep_recvmsg(struct tu_ring *r, int fd, void *msghdr, int flags,

@@ -23,7 +23,7 @@ from typing import Final
 
 from ._ring_cffi import ffi, lib
 
-__all__ = ["Opcode", "Ring", "UringUnavailableError", "opcode_name", "os_error"]
+__all__ = ["BufferRing", "Opcode", "Ring", "UringUnavailableError", "opcode_name", "os_error"]
 
 
 class Opcode(enum.IntEnum):
@@ -92,6 +92,8 @@ class Opcode(enum.IntEnum):
 # Setup flags (io_uring_setup(2)).
 SETUP_CLAMP: Final = 1 << 4
 SETUP_SUBMIT_ALL: Final = 1 << 7  # 5.18
+SETUP_COOP_TASKRUN: Final = 1 << 8  # 5.19
+SETUP_TASKRUN_FLAG: Final = 1 << 9  # 5.19
 
 # Feature bits (io_uring_params.features).
 FEAT_NODROP: Final = 1 << 1
@@ -110,7 +112,12 @@ REQUIRED_FEATURES: Final = {
 REQUIRED_OPCODES: Final = (Opcode.POLL_ADD, Opcode.ASYNC_CANCEL, Opcode.READ)
 
 # CQE flags.
+CQE_F_BUFFER: Final = 1 << 0
 CQE_F_MORE: Final = 1 << 1
+CQE_BUFFER_SHIFT: Final = 16
+
+SYNC_USER_DATA: Final[int] = lib.TU_SYNC_USER_DATA
+NOT_SUBMITTED: Final[int] = lib.TU_ERR_NOT_SUBMITTED
 
 # ASYNC_CANCEL flags.
 ASYNC_CANCEL_ANY: Final = 1 << 2
@@ -213,12 +220,21 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class Ring:
     """One io_uring instance: SQ, CQ and the SQE array, mapped into this process."""
 
-    def __init__(self, sq_entries: int, cq_entries: int) -> None:
+    def __init__(self, sq_entries: int, cq_entries: int, *, coop_taskrun: bool = False) -> None:
+        """``coop_taskrun``: run completion work only when this thread enters the
+        kernel, instead of interrupting it (IORING_SETUP_COOP_TASKRUN, with
+        TASKRUN_FLAG to tell us when such work is pending). Only for rings whose
+        submitting thread also waits for completions."""
         self._r = ffi.new("struct tu_ring *")
         rc = -errno.EINVAL
         # SUBMIT_ALL (5.18) keeps a batch going past an SQE that fails to prep,
         # so one bad fd cannot strand the SQEs behind it. CLAMP caps sizes.
-        for flags in (SETUP_SUBMIT_ALL | SETUP_CLAMP, SETUP_CLAMP):
+        # Older kernels refuse flags they don't know with EINVAL: try fewer.
+        candidates = [SETUP_SUBMIT_ALL | SETUP_CLAMP, SETUP_CLAMP]
+        if coop_taskrun:
+            coop = SETUP_COOP_TASKRUN | SETUP_TASKRUN_FLAG
+            candidates = [flags | coop for flags in candidates] + candidates
+        for flags in candidates:
             rc = lib.tu_ring_setup(self._r, sq_entries, cq_entries, flags)
             if rc != -errno.EINVAL:
                 break
@@ -250,11 +266,15 @@ class Ring:
         self.prep_accept = partial(lib.tu_prep_accept, r)
         self.prep_send = partial(lib.tu_prep_send, r)
         self.prep_recv = partial(lib.tu_prep_recv, r)
+        self.prep_recv_select = partial(lib.tu_prep_recv_select, r)
         self.prep_sendmsg = partial(lib.tu_prep_sendmsg, r)
         self.prep_recvmsg = partial(lib.tu_prep_recvmsg, r)
         self.prep_shutdown = partial(lib.tu_prep_shutdown, r)
         self.prep_close = partial(lib.tu_prep_close, r)
         self.cq_ready = partial(lib.tu_cq_ready, r)
+        self.submit_sync = partial(lib.tu_submit_sync, r)
+        self.send_now = partial(lib.tu_send_now, r)
+        self.recv_now = partial(lib.tu_recv_now, r)
         self._enter_wait = partial(lib.tu_enter_wait, r)
 
     def _check_features(self) -> None:
@@ -343,6 +363,35 @@ class Ring:
             self.closed = True
             _live_rings.discard(self)
             lib.tu_ring_teardown(self._r)
+
+
+class BufferRing:
+    """Provided buffers (IORING_REGISTER_PBUF_RING): the kernel picks one when data
+    arrives for an op submitted with IOSQE_BUFFER_SELECT, so a waiting receive holds
+    no memory. `take` copies a filled buffer out and gives it straight back."""
+
+    def __init__(self, ring: Ring, bgid: int, entries: int, size: int) -> None:
+        self._ring = ring
+        self._pb = ffi.new("struct tu_pbuf *")
+        rc = lib.tu_pbuf_setup(ring._r, self._pb, bgid, entries, size)
+        if rc < 0:
+            ring.raise_prep_error(rc)
+        self.bgid = bgid
+        self.entries = entries
+        self.size = size
+        self._bufs = self._pb.bufs
+        self._recycle = partial(lib.tu_pbuf_recycle, self._pb)
+
+    def take(self, flags: int, n: int) -> bytes:
+        """The ``n`` bytes a CQE with these ``flags`` delivered (buffer id in the
+        upper 16 bits); the buffer goes back to the kernel."""
+        bid = flags >> CQE_BUFFER_SHIFT
+        data = ffi.unpack(self._bufs + bid * self.size, n) if n > 0 else b""
+        self._recycle(bid)
+        return data
+
+    def close(self) -> None:
+        lib.tu_pbuf_teardown(self._ring._r, self._pb)
 
 
 def _opcode(value: int) -> Opcode | int:

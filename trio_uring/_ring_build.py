@@ -28,7 +28,9 @@ struct msghdr {
 struct sockaddr_storage { ...; };
 
 #define TU_ERR_FORKED ...
+#define TU_ERR_NOT_SUBMITTED ...
 #define TU_MAX_OPCODES ...
+#define TU_SYNC_USER_DATA ...
 
 struct tu_ring {
     int fd;
@@ -42,12 +44,29 @@ struct tu_ring {
     ...;
 };
 
+struct tu_pbuf {
+    char *bufs;
+    unsigned entries;
+    unsigned buf_size;
+    unsigned bgid;
+    ...;
+};
+int tu_pbuf_setup(struct tu_ring *r, struct tu_pbuf *pb, unsigned bgid, unsigned entries,
+                  unsigned buf_size);
+void tu_pbuf_teardown(struct tu_ring *r, struct tu_pbuf *pb);
+void tu_pbuf_recycle(struct tu_pbuf *pb, unsigned bid);
+int tu_prep_recv_select(struct tu_ring *r, int fd, unsigned len, int flags, unsigned bgid,
+                        int multishot, uint64_t ud);
+
 int tu_ring_setup(struct tu_ring *r, unsigned entries, unsigned cq_entries, unsigned flags);
 void tu_ring_teardown(struct tu_ring *r);
 void tu_ring_mark_forked(struct tu_ring *r);
 int tu_ring_probe(struct tu_ring *r, uint8_t *supported, unsigned n);
 
 int tu_submit(struct tu_ring *r);
+int tu_submit_sync(struct tu_ring *r);
+int tu_send_now(struct tu_ring *r, int fd, const void *buf, unsigned len, int flags);
+int tu_recv_now(struct tu_ring *r, int fd, void *buf, unsigned len, int flags);
 int tu_enter_wait(struct tu_ring *r, int submit, int64_t timeout_ns);
 unsigned tu_cq_ready(struct tu_ring *r);
 int tu_reap(struct tu_ring *r, int64_t *out, unsigned max);

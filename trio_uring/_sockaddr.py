@@ -133,7 +133,7 @@ def decode_ancdata(control: bytes) -> list[tuple[int, int, bytes]]:
 class MsgHdr:
     """A ``struct msghdr`` and everything it points to, kept alive together."""
 
-    __slots__ = ("_buffers", "_iov", "_name", "control", "hdr", "name")
+    __slots__ = ("_buffers", "_control_capacity", "_iov", "_name_bytes", "control", "hdr", "name")
 
     def __init__(
         self,
@@ -153,6 +153,8 @@ class MsgHdr:
         hdr = self.hdr = ffi.new("struct msghdr *")
         hdr.msg_iov = self._iov
         hdr.msg_iovlen = len(self._buffers)
+        self._name_bytes: bytes | int = name if name is not None else name_capacity
+        self._control_capacity = control_capacity
         if name is not None:
             self.name = ffi.from_buffer(name)
             hdr.msg_name = self.name
@@ -173,6 +175,15 @@ class MsgHdr:
             hdr.msg_controllen = control_capacity
         else:
             self.control = ffi.NULL
+
+    def reset(self) -> None:
+        """Undo what a completed recvmsg wrote into the header (name/control lengths)."""
+        hdr = self.hdr
+        if self.name != ffi.NULL and not isinstance(self._name_bytes, bytes):
+            hdr.msg_namelen = self._name_bytes
+        if self.control != ffi.NULL and self._control_capacity:
+            hdr.msg_controllen = self._control_capacity
+        hdr.msg_flags = 0
 
     def release(self) -> None:
         """Let go of the caller's buffers (only once the kernel is done with them)."""

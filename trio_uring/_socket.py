@@ -51,8 +51,8 @@ from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from . import _sockaddr
 from ._iomanager import UringIOManager, first_tick_hooks
-from ._lifecycle import READ, WRITE, Op, OpDriver, Waiter
-from ._ring import CQE_F_MORE, os_error
+from ._lifecycle import BACKGROUND, READ, WRITE, Op, OpDriver, RecvOp, Waiter
+from ._ring import CQE_F_MORE, NOT_SUBMITTED, os_error
 from ._ring_cffi import ffi
 
 if TYPE_CHECKING:
@@ -64,9 +64,19 @@ __all__ = ["UringSocket", "UringSocketFactory", "install_socket_factory", "socke
 
 SOCK_NONBLOCK: Final = _stdlib_socket.SOCK_NONBLOCK
 SOCK_CLOEXEC: Final = _stdlib_socket.SOCK_CLOEXEC
+# Plain ints: `flags | socket.MSG_DONTWAIT` would go through enum.IntFlag (~2 us).
+MSG_DONTWAIT: Final = int(_stdlib_socket.MSG_DONTWAIT)
+_NOT_DONTWAIT: Final = ~MSG_DONTWAIT
 _MAX_IO: Final = 0x7FFFF000  # Linux's MAX_RW_COUNT: the most one send/recv moves
-_ECANCELED: Final = errno.ECANCELED
-_alloc = ffi.new_allocator(should_clear_after_alloc=False)  # recv buffers: no memset
+_EAGAIN: Final = -errno.EAGAIN
+_ENOBUFS: Final = errno.ENOBUFS
+# recv() reads what is there at once into one reusable buffer per run, then copies
+# out what it got (the stdlib allocates bufsize bytes per call, then shrinks them).
+_SCRATCH_MAX: Final = 1 << 20
+
+
+def _would_block(res: int) -> bool:
+    return res == _EAGAIN or res == NOT_SUBMITTED
 
 
 def _driver() -> OpDriver | None:
@@ -154,7 +164,7 @@ class UringSocket(_SocketType):
     async def _op(
         self,
         driver: OpDriver,
-        slot: str,
+        slot: int,
         prep: Callable[..., int],
         *args: Any,
         keep: object,
@@ -264,12 +274,25 @@ class UringSocket(_SocketType):
         if driver is None:
             return await super().send(data, flags)
         await checkpoint_if_cancelled()
+        fd = self._sock.fileno()
         try:
             cbuf = ffi.from_buffer(data)
+            n = len(cbuf)
+            if n > _MAX_IO:
+                n = _MAX_IO
+            res = driver.ring.send_now(fd, cbuf, n, flags)  # MSG_DONTWAIT: done or -EAGAIN
         except BaseException as exc:
             await _raise_after_checkpoint(exc)
+        if res >= 0:
+            ffi.release(cbuf)
+            await cancel_shielded_checkpoint()
+            return res
+        if not _would_block(res):
+            ffi.release(cbuf)
+            await _raise_after_checkpoint(os_error(-res))
+        # No room yet: a SEND that waits in the kernel, holding the caller's buffer.
         return await self._op(
-            driver, WRITE, driver.ring.prep_send, cbuf, min(len(cbuf), _MAX_IO), flags, ffi.NULL, 0,
+            driver, WRITE, driver.ring.prep_send, cbuf, n, int(flags) & _NOT_DONTWAIT, ffi.NULL, 0,
             keep=cbuf, borrowed=cbuf,
         )
 
@@ -299,12 +322,20 @@ class UringSocket(_SocketType):
 
     async def _sendmsg(self, driver: OpDriver, buffers: Iterable[Any], ancdata: Iterable[tuple[int, int, Any]], flags: int, address: Any, method: str) -> int:
         await checkpoint_if_cancelled()
+        fd = self._sock.fileno()
         try:
             name = _sockaddr.encode(self.family, address, method) if address is not None else None
             msg = _sockaddr.MsgHdr(buffers, writable=False, name=name, control=_sockaddr.encode_ancdata(ancdata) or None)
+            res = driver.try_now(driver.ring.prep_sendmsg, fd, msg.hdr, int(flags) | MSG_DONTWAIT)
         except BaseException as exc:
             await _raise_after_checkpoint(exc)
-        return await self._op(driver, WRITE, driver.ring.prep_sendmsg, msg.hdr, flags, keep=msg, borrowed=msg)
+        if not _would_block(res):
+            msg.release()
+            if res < 0:
+                await _raise_after_checkpoint(os_error(-res))
+            await cancel_shielded_checkpoint()
+            return res
+        return await self._op(driver, WRITE, driver.ring.prep_sendmsg, msg.hdr, int(flags) & _NOT_DONTWAIT, keep=msg, borrowed=msg)
 
     # ---------------------------------------------------------------- recv
 
@@ -313,27 +344,62 @@ class UringSocket(_SocketType):
         if driver is None:
             return await super().recv(bufsize, flags)
         await checkpoint_if_cancelled()
+        fd = self._sock.fileno()
         try:
             if bufsize < 0:
                 raise ValueError("negative buffersize in recv")
-            buf = _alloc("char[]", bufsize or 1)
+            if bufsize > _SCRATCH_MAX:
+                bufsize = _SCRATCH_MAX  # recv may return less than asked for
+            scratch = driver.scratch(bufsize)
+            res = driver.ring.recv_now(fd, scratch, bufsize, flags)  # MSG_DONTWAIT: data or -EAGAIN
         except BaseException as exc:
             await _raise_after_checkpoint(exc)
-        n = await self._op(driver, READ, driver.ring.prep_recv, buf, min(bufsize, _MAX_IO), flags, keep=buf)
-        return ffi.unpack(buf, n)
+        if res >= 0:
+            data = ffi.unpack(scratch, res)
+            await cancel_shielded_checkpoint()
+            return data
+        if not _would_block(res):
+            await _raise_after_checkpoint(os_error(-res))
+        # Nothing there yet: a RECV that waits in the kernel. Its buffer comes from
+        # the provided-buffer ring when data arrives, so waiting holds no memory.
+        buffers = driver.buffers
+        flags = int(flags) & _NOT_DONTWAIT
+        while True:
+            try:
+                op = driver.start(
+                    fd, READ, driver.ring.prep_recv_select, fd, min(bufsize, buffers.size), flags,
+                    buffers.bgid, 0, keep=buffers, op_class=RecvOp,
+                )
+            except BaseException as exc:
+                await _raise_after_checkpoint(exc)
+            try:
+                n = await driver.wait(op)
+            except OSError as exc:
+                if exc.errno == _ENOBUFS:  # more receives landed at once than buffers: again
+                    continue
+                raise
+            return op.data if n else b""  # type: ignore[attr-defined,no-any-return]
 
     async def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:  # type: ignore[override]
         driver = _driver()
         if driver is None:
             return await super().recv_into(buffer, nbytes, flags)
         await checkpoint_if_cancelled()
+        fd = self._sock.fileno()
         try:
             cbuf = _writable(buffer, "recv_into")
-            nbytes = _nbytes(nbytes, len(cbuf), "recv_into")
+            nbytes = min(_nbytes(nbytes, len(cbuf), "recv_into"), _MAX_IO)
+            res = driver.ring.recv_now(fd, cbuf, nbytes, flags)
         except BaseException as exc:
             await _raise_after_checkpoint(exc)
+        if not _would_block(res):
+            ffi.release(cbuf)
+            if res < 0:
+                await _raise_after_checkpoint(os_error(-res))
+            await cancel_shielded_checkpoint()
+            return res
         return await self._op(
-            driver, READ, driver.ring.prep_recv, cbuf, min(nbytes, _MAX_IO), flags, keep=cbuf, borrowed=cbuf
+            driver, READ, driver.ring.prep_recv, cbuf, nbytes, int(flags) & _NOT_DONTWAIT, keep=cbuf, borrowed=cbuf
         )
 
     async def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:  # type: ignore[override]
@@ -385,15 +451,25 @@ class UringSocket(_SocketType):
         return await self._recvmsg(driver, buffers, ancbufsize, flags)
 
     async def _recvmsg(self, driver: OpDriver, buffers: Iterable[Any], ancbufsize: int, flags: int) -> tuple[int, list[tuple[int, int, bytes]], int, Any]:
+        fd = self._sock.fileno()
         try:
             if ancbufsize < 0:
                 raise ValueError("negative buffer size in recvmsg()")
             msg = _sockaddr.MsgHdr(
                 buffers, writable=True, name_capacity=_sockaddr.SOCKADDR_STORAGE_SIZE, control_capacity=ancbufsize
             )
+            res = driver.try_now(driver.ring.prep_recvmsg, fd, msg.hdr, int(flags) | MSG_DONTWAIT)
         except BaseException as exc:
             await _raise_after_checkpoint(exc)
-        n = await self._op(driver, READ, driver.ring.prep_recvmsg, msg.hdr, flags, keep=msg, borrowed=msg)
+        if not _would_block(res):
+            msg.release()
+            if res < 0:
+                await _raise_after_checkpoint(os_error(-res))
+            await cancel_shielded_checkpoint()
+            n = res
+        else:
+            msg.reset()  # the waiting op starts from a clean msghdr
+            n = await self._op(driver, READ, driver.ring.prep_recvmsg, msg.hdr, int(flags) & _NOT_DONTWAIT, keep=msg, borrowed=msg)
         address = _sockaddr.decode(self.family, msg.received_name())
         return n, _sockaddr.decode_ancdata(msg.received_control()), msg.hdr.msg_flags, address
 
@@ -445,7 +521,7 @@ class _AcceptQueue:
         assert self.driver is not None
         fd = self.listener.fileno()
         op = self.driver.start(
-            fd, None, self.driver.ring.prep_accept, fd, ffi.NULL, ffi.NULL,
+            fd, BACKGROUND, self.driver.ring.prep_accept, fd, ffi.NULL, ffi.NULL,
             SOCK_CLOEXEC | SOCK_NONBLOCK, 1, op_class=_MultishotAccept,
         )
         op.queue = self
@@ -477,7 +553,7 @@ class _AcceptQueue:
                 if len(self.ready) >= self.limit and self.op is op:
                     assert self.driver is not None
                     self.driver.cancel(op)
-        elif not (op.cancel_requested or op.closed):
+        elif not op.cancelled:
             self.error = -res
         if self.waiter is not None and self.driver is not None:
             self.driver.wake(self.waiter)
@@ -516,7 +592,7 @@ def socket(
     driver = _driver() if fileno is None else None
     if driver is None:
         return trio.socket.socket(family, type, proto, fileno)
-    op = driver.start(-1, None, driver.ring.prep_socket, family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, proto)
+    op = driver.start(-1, BACKGROUND, driver.ring.prep_socket, family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, proto)
     return _wrap_created(driver.complete_now(op), family, type, proto)
 
 
@@ -532,7 +608,7 @@ async def socket_async(
         await trio.lowlevel.checkpoint()
         return trio.socket.socket(family, type, proto)
     await checkpoint_if_cancelled()
-    op = driver.start(-1, None, driver.ring.prep_socket, family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, proto)
+    op = driver.start(-1, BACKGROUND, driver.ring.prep_socket, family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, proto)
     # A socket created although the caller was cancelled is still returned (the
     # cancel is delivered at the next checkpoint): it is never lost unclosed.
     return _wrap_created(await driver.wait(op), family, type, proto)
