@@ -18,11 +18,20 @@ from ._install import (
 from ._iomanager import UringIOManager, UringStatistics
 from ._ring import UringUnavailableError
 from . import socket  # noqa: E402  (also installs the socket layer)
+from ._stream import (
+    UringSocketListener,
+    UringSocketStream,
+    open_tcp_listeners,
+    open_tcp_stream,
+    serve_tcp,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "UringIOManager",
+    "UringSocketListener",
+    "UringSocketStream",
     "UringStatistics",
     "UringUnavailableError",
     "check_available",
@@ -30,7 +39,10 @@ __all__ = [
     "installed",
     "is_available",
     "is_installed",
+    "open_tcp_listeners",
+    "open_tcp_stream",
     "run",
+    "serve_tcp",
     "socket",
     "start_guest_run",
     "uninstall",

@@ -1,0 +1,504 @@
+"""trio_uring's own TCP streams: `trio.SocketStream`'s API and semantics, built for speed.
+
+Where a stock Trio echo server's time goes is measured in the project's notes
+(``perf-spike.md``): the io_uring syscalls are not the problem, the Python around
+each call is. `UringSocketStream` is a `trio.abc.HalfCloseableStream` that keeps
+Trio's guarantees (every call a checkpoint, BusyResourceError on concurrent use,
+BrokenResourceError / ClosedResourceError as in Trio) with less of that Python:
+
+* **Read-ahead.** The first `receive_some` arms a multishot IORING_OP_RECV whose
+  buffers come from the provided-buffer ring. Data that arrives between calls is
+  delivered by the CQEs the run loop reaps anyway (no syscall, no wake-up when
+  nobody waits), copied out and queued here; `receive_some` then returns it after
+  one cheap checkpoint. The queue is bounded (`read_ahead_limit`): past it the
+  multishot is cancelled and the kernel's socket buffer holds the rest, until the
+  queue drains. Cancelling a `receive_some` loses nothing: the data stays queued.
+* **Sends.** `send_all` first submits a MSG_DONTWAIT send and takes its result in
+  the same io_uring_enter; whatever did not fit goes out with one waiting SEND
+  (MSG_WAITALL), which holds the caller's buffer until its CQE.
+* **Less per call.** No context managers, conflict detectors or memoryview slicing
+  on the hot path; accepted streams inherit TCP_NODELAY and TCP_NOTSENT_LOWAT from
+  their listener instead of setting them per connection.
+
+`serve_tcp`, `open_tcp_listeners` and `open_tcp_stream` take Trio's arguments and
+return these streams (and `UringSocketListener`). Outside the io_uring backend they
+return Trio's own SocketStream / SocketListener.
+"""
+
+from __future__ import annotations
+
+import errno
+import operator
+import os
+import socket as _stdlib_socket
+from collections import deque
+from typing import TYPE_CHECKING, Any, Final, overload
+
+import trio
+from trio.lowlevel import Abort, cancel_shielded_checkpoint, checkpoint_if_cancelled, current_task, wait_task_rescheduled
+
+from ._lifecycle import BACKGROUND, CLOSED, WRITE, Op, OpDriver
+from ._ring import CQE_F_BUFFER, CQE_F_MORE, NOT_SUBMITTED
+from ._ring_cffi import ffi
+from ._socket import UringSocket, _driver, _driver_if_running
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from trio.lowlevel import Task
+
+__all__ = ["UringSocketListener", "UringSocketStream", "open_tcp_listeners", "open_tcp_stream", "serve_tcp"]
+
+DEFAULT_RECEIVE_SIZE: Final = 65536
+_EAGAIN: Final = -errno.EAGAIN
+_ENOBUFS: Final = -errno.ENOBUFS
+_MSG_WAITALL: Final = int(_stdlib_socket.MSG_WAITALL)
+_MAX_IO: Final = 0x7FFFF000
+_CLOSED_ERRNOS: Final = (errno.EBADF, errno.ENOTSOCK)
+# Trio sets these on every SocketStream (see trio/_highlevel_socket.py).
+_TCP_NOTSENT_LOWAT: Final = getattr(_stdlib_socket, "TCP_NOTSENT_LOWAT", 25)
+_NOTSENT_LOWAT: Final = 2**14
+
+
+def _broken(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
+    # trio/_highlevel_socket.py: _translate_socket_errors_to_stream_errors
+    if exc.errno in _CLOSED_ERRNOS:
+        return trio.ClosedResourceError("this socket was already closed")
+    broken = trio.BrokenResourceError(f"socket connection broken: {exc}")
+    broken.__cause__ = exc
+    return broken
+
+
+class _ReadAhead(Op):
+    """One arming of a stream's multishot RECV; its CQEs feed the stream's queue.
+
+    Runs in the run loop's CQE dispatch, once per arrival: kept short. When a task
+    is waiting in receive_some it is woken; otherwise the bytes just wait.
+    """
+
+    __slots__ = ("stream",)
+
+    def on_cqe(self, res: int, flags: int, reschedule: Callable[[Task], None]) -> None:
+        stream = self.stream
+        if res > 0:
+            stream._chunks.append(self.keep.take(flags, res))  # type: ignore[attr-defined]
+            stream._buffered += res
+            if stream._buffered > stream.read_ahead_limit and flags & CQE_F_MORE and stream._op is self:
+                stream._driver.cancel(self)  # enough queued: the kernel keeps the rest
+        elif flags & CQE_F_BUFFER:
+            self.keep.take(flags, 0)  # type: ignore[attr-defined]  # give the buffer back
+        if not flags & CQE_F_MORE:
+            stream._ended(self, res)
+        task = stream._task
+        if task is not None:
+            stream._task = None
+            reschedule(task)
+
+
+class UringSocketStream(trio.abc.HalfCloseableStream):
+    """A `trio.abc.HalfCloseableStream` over a TCP socket, like `trio.SocketStream`.
+
+    Same constructor, attributes and semantics as `trio.SocketStream` (``.socket``,
+    `setsockopt`, `getsockopt`, `send_eof`, `wait_send_all_might_not_block`), with
+    the read-ahead and send path described in this module's documentation. Use
+    `receive_some`, not ``stream.socket.recv``: read-ahead may already have taken
+    the next bytes off the socket.
+    """
+
+    #: Bytes received ahead of `receive_some` calls before the multishot RECV is
+    #: stopped (the rest waits in the kernel's socket buffer).
+    read_ahead_limit = 256 * 1024
+
+    def __init__(self, socket: trio.socket.SocketType, *, _inherited_sockopts: bool = False) -> None:
+        if not isinstance(socket, trio.socket.SocketType):
+            raise TypeError("UringSocketStream requires a Trio socket object")
+        if socket.type != _stdlib_socket.SOCK_STREAM:
+            raise ValueError("UringSocketStream requires a SOCK_STREAM socket")
+        self.socket = socket
+        self._sending = False
+        self._receiving = False
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._eof = False
+        self._closed = False  # notify_closing cancelled the read-ahead
+        self._error: int | None = None
+        self._op: _ReadAhead | None = None
+        self._task: Task | None = None  # waiting in receive_some
+        # Bound on first use (see _bind): the run's driver and the stdlib socket.
+        self._driver: Any = None
+        self._sock: Any = None
+        if not _inherited_sockopts:
+            _set_stream_sockopts(socket)
+
+    def _bind(self) -> OpDriver | None:
+        """The io_uring driver of the running run, or None (another backend, or a
+        socket that is not ours: then Trio's own logic is used)."""
+        driver = _driver()
+        if driver is None or not isinstance(self.socket, UringSocket):
+            return None
+        if driver is not self._driver:
+            self._driver = driver
+            self._op = None  # a read-ahead of an earlier run is over
+        self._sock = self.socket._sock
+        return driver
+
+    # ---------------------------------------------------------------- send
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is currently sending data on this SocketStream")
+        self._sending = True
+        try:
+            driver = self._driver
+            if driver is None or driver.closed:
+                driver = self._bind()
+                if driver is None:
+                    if self.socket.did_shutdown_SHUT_WR:
+                        raise trio.ClosedResourceError("can't send data after sending EOF")
+                    return await _stock_send_all(self.socket, data)
+            if self.socket._did_shutdown_SHUT_WR:  # type: ignore[attr-defined]
+                raise trio.ClosedResourceError("can't send data after sending EOF")
+            await checkpoint_if_cancelled()
+            fd = self._sock.fileno()
+            if fd == -1:
+                await cancel_shielded_checkpoint()
+                raise trio.ClosedResourceError("socket was already closed")
+            # bytes go to C as they are; other buffers through ffi.from_buffer.
+            cbuf = data if type(data) is bytes else ffi.from_buffer(data)
+            total = len(cbuf)
+            if not total or total > _MAX_IO:
+                res = 0
+            else:
+                res = driver.ring.send_now(fd, cbuf, total, 0)  # MSG_DONTWAIT: as much as fits
+            if res == total:
+                if cbuf is not data:
+                    ffi.release(cbuf)
+                await cancel_shielded_checkpoint()
+                return
+            if res < 0 and res != _EAGAIN and res != NOT_SUBMITTED:
+                if cbuf is not data:
+                    ffi.release(cbuf)
+                await cancel_shielded_checkpoint()
+                raise _broken(OSError(-res, os.strerror(-res)))
+            if cbuf is data:
+                cbuf = ffi.from_buffer(data)
+            await self._send_rest(driver, fd, cbuf, max(res, 0), total)
+        finally:
+            self._sending = False
+
+    async def _send_rest(self, driver: OpDriver, fd: int, cbuf: Any, sent: int, total: int) -> None:
+        # What did not fit: one SEND that waits for room and, with MSG_WAITALL,
+        # sends everything (a short count means an error ended it; the next call
+        # reports that error). The caller's buffer is let go once no op holds it.
+        op: Op | None = None
+        try:
+            while sent < total:
+                left = total - sent
+                op = driver.start(
+                    fd, WRITE, driver.ring.prep_send, fd, cbuf + sent, left if left <= _MAX_IO else _MAX_IO,
+                    _MSG_WAITALL, ffi.NULL, 0, keep=cbuf,
+                )
+                try:
+                    sent += await driver.wait(op)
+                except OSError as exc:
+                    raise _broken(exc) from None
+        finally:
+            if op is None or op.user_data not in driver.ops:
+                ffi.release(cbuf)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is currently sending data on this SocketStream")
+        self._sending = True
+        try:
+            if self.socket.fileno() == -1:
+                raise trio.ClosedResourceError
+            try:
+                await self.socket.wait_writable()
+            except OSError as exc:
+                raise _broken(exc) from None
+        finally:
+            self._sending = False
+
+    async def send_eof(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is currently sending data on this SocketStream")
+        self._sending = True
+        try:
+            await trio.lowlevel.checkpoint()
+            if self.socket.did_shutdown_SHUT_WR:
+                return
+            try:
+                self.socket.shutdown(_stdlib_socket.SHUT_WR)
+            except OSError as exc:
+                raise _broken(exc) from None
+        finally:
+            self._sending = False
+
+    # ---------------------------------------------------------------- receive
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if max_bytes is None:
+            max_bytes = DEFAULT_RECEIVE_SIZE
+        else:
+            if type(max_bytes) is not int:
+                max_bytes = operator.index(max_bytes)  # TypeError, as socket.recv gives
+            if max_bytes < 1:
+                await trio.lowlevel.checkpoint()
+                raise ValueError("max_bytes must be >= 1")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is currently receiving data on this SocketStream")
+        self._receiving = True
+        try:
+            driver = self._driver
+            if driver is None or driver.closed:
+                driver = self._bind()
+                if driver is None:
+                    return await _stock_receive_some(self.socket, max_bytes)
+            await checkpoint_if_cancelled()
+            if self._chunks and self._sock.fileno() != -1:
+                data = self._take(max_bytes)  # the common case: read-ahead has it
+                await cancel_shielded_checkpoint()
+                return data
+            return await self._receive_slow(driver, max_bytes)
+        finally:
+            self._receiving = False
+
+    async def _receive_slow(self, driver: OpDriver, max_bytes: int) -> bytes:
+        blocked = False
+        while True:
+            fd = self._sock.fileno()
+            if fd == -1 or self._closed:
+                if not blocked:
+                    await cancel_shielded_checkpoint()
+                raise trio.ClosedResourceError("this socket was already closed")
+            if self._chunks:
+                data = self._take(max_bytes)
+                if not blocked:
+                    await cancel_shielded_checkpoint()
+                return data
+            if self._error is not None:
+                err, self._error = self._error, None
+                if not blocked:
+                    await cancel_shielded_checkpoint()
+                raise _broken(OSError(err, os.strerror(err)))
+            if self._eof:
+                if not blocked:
+                    await cancel_shielded_checkpoint()
+                return b""
+            if self._op is None:
+                self._arm(driver, fd)
+            # Wait for the read-ahead's next CQE; cancelling the wait loses nothing
+            # (the op stays armed and what it delivers stays queued).
+            self._task = current_task()
+            await wait_task_rescheduled(self._abort_wait)
+            blocked = True
+
+    def _abort_wait(self, _: object) -> Abort:
+        self._task = None
+        return Abort.SUCCEEDED
+
+    def _take(self, max_bytes: int) -> bytes:
+        chunks = self._chunks
+        data = chunks.popleft()
+        if len(data) > max_bytes:
+            chunks.appendleft(data[max_bytes:])
+            data = data[:max_bytes]
+        elif chunks and len(data) + len(chunks[0]) <= max_bytes:
+            # Several arrivals waiting: hand them over in one call.
+            parts = [data]
+            size = len(data)
+            while chunks and size + len(chunks[0]) <= max_bytes:
+                part = chunks.popleft()
+                parts.append(part)
+                size += len(part)
+            data = b"".join(parts)
+        self._buffered -= len(data)
+        if self._op is None and not (self._eof or self._closed) and self._error is None:
+            if self._buffered <= self.read_ahead_limit // 2:
+                fd = self._sock.fileno()
+                if fd != -1:
+                    self._arm(self._driver, fd)  # stopped when full: resume as the queue drains
+        return data
+
+    def _arm(self, driver: OpDriver, fd: int) -> None:
+        buffers = driver.buffers
+        op = driver.start(
+            fd, BACKGROUND, driver.ring.prep_recv_select, fd, 0, 0, buffers.bgid, 1,
+            keep=buffers, op_class=_ReadAhead,
+        )
+        op.stream = self
+        driver.add_background(op)  # notify_closing(fd) cancels it
+        self._op = op
+
+    def _ended(self, op: _ReadAhead, res: int) -> None:
+        """The read-ahead's last CQE (no IORING_CQE_F_MORE)."""
+        if self._op is op:
+            self._op = None
+        if res == 0:
+            self._eof = True
+        elif op.cancelled & CLOSED:
+            self._closed = True
+        elif res < 0 and res != _ENOBUFS and not op.cancelled:
+            self._error = -res
+        # ENOBUFS (more data in flight than buffers), our own cancel (queue full)
+        # or a CQ overflow ended it: receive_some arms it again when needed.
+
+    # ---------------------------------------------------------------- close, options
+
+    async def aclose(self) -> None:
+        self.socket.close()
+        await trio.lowlevel.checkpoint()
+
+    @overload
+    def setsockopt(self, level: int, option: int, value: int | bytes) -> None: ...
+
+    @overload
+    def setsockopt(self, level: int, option: int, value: None, length: int) -> None: ...
+
+    def setsockopt(self, level: int, option: int, value: int | bytes | None, length: int | None = None) -> None:
+        """Set an option on the underlying socket (like `trio.SocketStream.setsockopt`)."""
+        if length is None:
+            if value is None:
+                raise TypeError("invalid value for argument 'value', must not be None when specifying length")
+            return self.socket.setsockopt(level, option, value)
+        if value is not None:
+            raise TypeError(f"invalid value for argument 'value': {value!r}, must be None when specifying optlen")
+        return self.socket.setsockopt(level, option, value, length)
+
+    @overload
+    def getsockopt(self, level: int, option: int) -> int: ...
+
+    @overload
+    def getsockopt(self, level: int, option: int, buffersize: int) -> bytes: ...
+
+    def getsockopt(self, level: int, option: int, buffersize: int = 0) -> int | bytes:
+        """Check an option on the underlying socket (like `trio.SocketStream.getsockopt`)."""
+        if buffersize == 0:
+            return self.socket.getsockopt(level, option)
+        return self.socket.getsockopt(level, option, buffersize)
+
+
+def _set_stream_sockopts(sock: trio.socket.SocketType) -> None:
+    try:
+        sock.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, True)
+    except OSError:
+        pass
+    try:
+        sock.setsockopt(_stdlib_socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, _NOTSENT_LOWAT)
+    except OSError:
+        pass
+
+
+async def _stock_send_all(sock: trio.socket.SocketType, data: Any) -> None:
+    # Not on the io_uring backend: Trio's SocketStream logic, on the socket we have.
+    with memoryview(data) as view:
+        if not view:
+            if sock.fileno() == -1:
+                raise trio.ClosedResourceError("socket was already closed")
+            await trio.lowlevel.checkpoint()
+            return
+        total_sent = 0
+        while total_sent < len(view):
+            with view[total_sent:] as remaining:
+                try:
+                    total_sent += await sock.send(remaining)
+                except OSError as exc:
+                    raise _broken(exc) from None
+
+
+async def _stock_receive_some(sock: trio.socket.SocketType, max_bytes: int) -> bytes:
+    try:
+        return await sock.recv(max_bytes)
+    except OSError as exc:
+        raise _broken(exc) from None
+
+
+# ---------------------------------------------------------------- listener
+
+
+class UringSocketListener(trio.abc.Listener[UringSocketStream]):
+    """A `trio.abc.Listener` of `UringSocketStream`, like `trio.SocketListener`."""
+
+    def __init__(self, socket: trio.socket.SocketType) -> None:
+        if not isinstance(socket, trio.socket.SocketType):
+            raise TypeError("UringSocketListener requires a Trio socket object")
+        if socket.type != _stdlib_socket.SOCK_STREAM:
+            raise ValueError("UringSocketListener requires a SOCK_STREAM socket")
+        try:
+            listening = socket.getsockopt(_stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_ACCEPTCONN)
+        except OSError:
+            pass
+        else:
+            if not listening:
+                raise ValueError("UringSocketListener requires a listening socket")
+        self.socket = socket
+        # Accepted sockets inherit these from the listener: set once here, not per connection.
+        _set_stream_sockopts(socket)
+
+    async def accept(self) -> UringSocketStream:
+        """Accept an incoming connection (from the socket's multishot ACCEPT queue)."""
+        while True:
+            try:
+                if isinstance(self.socket, UringSocket) and _driver() is not None:
+                    sock = await self.socket._accept_socket()
+                    return UringSocketStream(sock, _inherited_sockopts=True)
+                sock, _ = await self.socket.accept()
+            except OSError as exc:
+                if exc.errno in _CLOSED_ERRNOS:
+                    raise trio.ClosedResourceError from None
+                if exc.errno not in _IGNORED_ACCEPT_ERRNOS:
+                    raise
+            else:
+                return UringSocketStream(sock)
+
+    async def aclose(self) -> None:
+        self.socket.close()
+        await trio.lowlevel.checkpoint()
+
+
+# trio/_highlevel_socket.py: errors accept() may give for a connection that died
+# before it was accepted; keep accepting.
+_IGNORED_ACCEPT_ERRNOS: Final = frozenset(
+    getattr(errno, name) for name in ("ECONNABORTED", "EPERM", "EPROTO") if hasattr(errno, name)
+)
+
+
+# ---------------------------------------------------------------- Trio's entry points
+
+
+async def open_tcp_listeners(port: int, *, host: str | bytes | None = None, backlog: int | None = None) -> list[trio.abc.Listener[Any]]:
+    """`trio.open_tcp_listeners`, returning `UringSocketListener` objects."""
+    listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    if _driver_if_running() is None:
+        return list(listeners)
+    return [UringSocketListener(listener.socket) for listener in listeners]
+
+
+async def serve_tcp(
+    handler: Callable[[UringSocketStream], Awaitable[object]],
+    port: int,
+    *,
+    host: str | bytes | None = None,
+    backlog: int | None = None,
+    handler_nursery: trio.Nursery | None = None,
+    task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """`trio.serve_tcp`, serving `UringSocketStream` connections."""
+    listeners = await open_tcp_listeners(port, host=host, backlog=backlog)
+    await trio.serve_listeners(handler, listeners, handler_nursery=handler_nursery, task_status=task_status)
+
+
+async def open_tcp_stream(
+    host: str | bytes,
+    port: int,
+    *,
+    happy_eyeballs_delay: float | None = 0.25,
+    local_address: str | None = None,
+) -> trio.abc.HalfCloseableStream:
+    """`trio.open_tcp_stream`, returning a `UringSocketStream`."""
+    stream = await trio.open_tcp_stream(host, port, happy_eyeballs_delay=happy_eyeballs_delay, local_address=local_address)
+    if _driver_if_running() is None:
+        return stream
+    return UringSocketStream(stream.socket, _inherited_sockopts=True)  # SocketStream set them
+
