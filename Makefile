@@ -32,3 +32,13 @@ test-trio: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info trio_uring/*.so trio_uring/_ring_cffi.c
+
+# The documentation (Sphinx, docs/source -> docs/_build/html); warnings are errors.
+.PHONY: docs
+
+docs: $(VENV)/.docs-installed
+	$(VENV)/bin/sphinx-build -W -b html docs/source docs/_build/html
+
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[docs]'
+	touch $@

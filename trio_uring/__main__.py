@@ -1,59 +1,183 @@
-"""``python -m trio_uring``: is io_uring usable here, and how does it compare with epoll?
+"""``python -m trio_uring`` (also installed as ``trio-uring``): check, demo, run.
 
     python -m trio_uring            check this machine, then the echo comparison
-    python -m trio_uring check      only the check
+    python -m trio_uring check      is io_uring usable here, and if not, why not
     python -m trio_uring demo [-c CONNS] [-d SECONDS]
-                                    only the comparison: the same Trio echo server
-                                    (trio.serve_tcp + SocketStream) on Trio's epoll
-                                    and on io_uring, driven by the same client
+                                    the same Trio echo server (trio.serve_tcp +
+                                    SocketStream) on Trio's epoll and on io_uring,
+                                    driven by the same client
+    python -m trio_uring run [--fallback] script.py [args...]
+    python -m trio_uring run [--fallback] -m module [args...]
+                                    run a program on io_uring without changing it
+                                    (like ``python -m cProfile``): trio_uring.install(),
+                                    then the target runs as ``__main__``
+
+The environment variable ``TRIO_URING=1`` does what ``run --fallback`` does for every
+Python process of the installation (a ``.pth`` file that setup.py ships; see
+docs/source/cli.rst).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
+import re
+import runpy
 import subprocess
 import sys
+import textwrap
 import time
 from functools import partial
 
 import trio
 
 import trio_uring
-from trio_uring._ring import REQUIRED_FEATURES, Opcode, Ring, _read_text, _seccomp_mode
+from trio_uring import _ring
+from trio_uring._ring import (
+    FEAT_CQE_SKIP,
+    REQUIRED_FEATURES,
+    SETUP_CLAMP,
+    SETUP_SUBMIT_ALL,
+    Opcode,
+    Ring,
+    _read_text,
+    _seccomp_mode,
+)
 
-# The opcodes trio_uring submits, and what for.
-USED_OPCODES = {
-    Opcode.POLL_ADD: "wait_readable / wait_writable",
-    Opcode.ASYNC_CANCEL: "cancellation",
-    Opcode.READ: "force_wakeup (eventfd)",
+#: The Linux release trio_uring is built and tested for.
+KERNEL_FLOOR = (6, 1)
+
+#: The opcodes trio_uring submits: what for, and the first Linux that has them.
+USED_OPCODES: dict[Opcode, tuple[str, str]] = {
+    Opcode.POLL_ADD: ("wait_readable / wait_writable", "5.1"),
+    Opcode.ASYNC_CANCEL: ("cancellation, notify_closing, end of run", "5.5"),
+    Opcode.READ: ("force_wakeup (eventfd)", "5.6"),
+    Opcode.SOCKET: ("socket()", "5.19"),
+    Opcode.CONNECT: ("connect()", "5.5"),
+    Opcode.ACCEPT: ("accept() (multishot)", "5.5"),
+    Opcode.SEND: ("send()", "5.6"),
+    Opcode.SENDMSG: ("sendto(), sendmsg()", "5.3"),
+    Opcode.RECV: ("recv(), recv_into()", "5.6"),
+    Opcode.RECVMSG: ("recvfrom(), recvmsg() and their _into forms", "5.3"),
+}
+
+#: Variants of those ops that the opcode probe cannot see: judged by kernel version.
+USED_FLAGS: dict[str, tuple[str, tuple[int, int]]] = {
+    "multishot ACCEPT": ("a listener's accept queue", (5, 19)),
+    "multishot POLL_ADD": ("wait_writable after a peer's shutdown", (5, 13)),
+    "ASYNC_CANCEL_ANY": ("cancelling what is left when a run ends", (5, 19)),
+}
+if hasattr(_ring, "BufferRing"):  # receives that wait take a kernel-chosen buffer
+    USED_FLAGS["PBUF_RING"] = ("recv() waits without a buffer of its own", (5, 19))
+
+#: Things the backend uses when the kernel has them, and does without otherwise.
+OPTIONAL_FEATURES: dict[str, tuple[str, str]] = {
+    "CQE_SKIP": ("successful cancels post no CQE", "5.17"),
+    "SUBMIT_ALL": ("a bad SQE does not strand the SQEs behind it", "5.18"),
+}
+_COOP_TASKRUN = getattr(_ring, "SETUP_COOP_TASKRUN", None)
+if _COOP_TASKRUN is not None:  # plain (non-guest) runs ask for it
+    OPTIONAL_FEATURES["COOP_TASKRUN"] = ("completions are processed when the loop enters the kernel", "5.19")
+
+_SETUP_FLAG_NAMES = {
+    1 << 0: "IOPOLL",
+    1 << 1: "SQPOLL",
+    1 << 2: "SQ_AFF",
+    1 << 3: "CQSIZE",
+    SETUP_CLAMP: "CLAMP",
+    1 << 5: "ATTACH_WQ",
+    1 << 6: "R_DISABLED",
+    SETUP_SUBMIT_ALL: "SUBMIT_ALL",
+    1 << 8: "COOP_TASKRUN",
+    1 << 9: "TASKRUN_FLAG",
+    1 << 10: "SQE128",
+    1 << 11: "CQE32",
+    1 << 12: "SINGLE_ISSUER",
+    1 << 13: "DEFER_TASKRUN",
+}
+
+_DISABLED_MEANING = {
+    "0": "io_uring allowed",
+    "1": "only CAP_SYS_ADMIN or kernel.io_uring_group may use io_uring",
+    "2": "io_uring disabled for everyone",
 }
 
 
+def kernel_version(release: str | None = None) -> tuple[int, int] | None:
+    """(major, minor) of ``platform.release()``, or None if it does not parse."""
+    match = re.match(r"(\d+)\.(\d+)", release if release is not None else platform.release())
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+# ---------------------------------------------------------------- check
+
+
+def _open_ring() -> Ring:
+    """A small ring, set up as a plain run's ring is."""
+    if _COOP_TASKRUN is not None:
+        try:
+            return Ring(8, 16, coop_taskrun=True)  # type: ignore[call-arg]
+        except TypeError:
+            pass
+    return Ring(8, 16)
+
+
 def check() -> bool:
-    print(f"kernel:              Linux {platform.release()} ({platform.machine()})")
+    """Print what this machine allows and what trio_uring needs. True if io_uring works."""
+    kernel = kernel_version()
+    floor = ".".join(map(str, KERNEL_FLOOR))
+    verdict = "unknown" if kernel is None else ("ok" if kernel >= KERNEL_FLOOR else "TOO OLD")
+    print(f"trio_uring {trio_uring.__version__}, Trio {trio.__version__}, Python {platform.python_version()}")
+    print(f"kernel:              Linux {platform.release()} ({platform.machine()}); needs >= {floor}: {verdict}")
     disabled = _read_text("/proc/sys/kernel/io_uring_disabled")
-    print(f"io_uring_disabled:   {disabled if disabled is not None else 'n/a (sysctl absent)'}")
-    seccomp = {"0": "none", "1": "strict", "2": "filter"}.get(_seccomp_mode() or "", "unknown")
+    if disabled is None:
+        print("io_uring_disabled:   n/a (no such sysctl: Linux < 6.6)")
+    else:
+        print(f"io_uring_disabled:   {disabled} ({_DISABLED_MEANING.get(disabled, 'unknown value')})")
+    mode = _seccomp_mode()
+    seccomp = {"0": "none", "1": "strict", "2": "filter (a container's profile, or systemd's)"}.get(mode or "", "unknown")
     print(f"seccomp:             {seccomp}")
     try:
-        ring = Ring(8, 16)
+        ring = _open_ring()
     except trio_uring.UringUnavailableError as exc:
         print("io_uring:            UNAVAILABLE")
-        print(f"  {exc}")
+        for line in textwrap.wrap(str(exc), width=88):
+            print(f"  {line}")
         return False
     try:
-        print(f"io_uring:            available (ring fd {ring.fd}, setup flags {ring.setup_flags:#x})")
-        feats = [name for name, (bit, _) in REQUIRED_FEATURES.items() if ring.features & bit]
-        print(f"required features:   {', '.join(feats)} (all present)")
+        flags = [name for bit, name in _SETUP_FLAG_NAMES.items() if ring.setup_flags & bit]
+        print(f"io_uring:            available (ring fd {ring.fd}, setup flags {ring.setup_flags:#x}: {' | '.join(flags)})")
+        print()
+        print(f"  {'feature':<22} {'since':<6} {'here':<5} use")
+        for name, (bit, since) in REQUIRED_FEATURES.items():
+            print(f"  {name:<22} {since:<6} {_yes(bool(ring.features & bit)):<5} required")
+        optional = {
+            "CQE_SKIP": bool(ring.features & FEAT_CQE_SKIP),
+            "SUBMIT_ALL": bool(ring.setup_flags & SETUP_SUBMIT_ALL),
+            "COOP_TASKRUN": bool(ring.setup_flags & (_COOP_TASKRUN or 0)),
+        }
+        for name, (use, since) in OPTIONAL_FEATURES.items():
+            print(f"  {name:<22} {since:<6} {_yes(optional[name]):<5} optional: {use}")
+        print()
+        print(f"  {'opcode':<22} {'since':<6} {'here':<5} used for")
         supported = ring.probe()
-        for op, use in USED_OPCODES.items():
-            mark = "yes" if op in supported else "NO"
-            print(f"  IORING_OP_{op.name:<14} {mark:<4} {use}")
+        for op, (use, since) in USED_OPCODES.items():
+            print(f"  {'IORING_OP_' + op.name:<22} {since:<6} {_yes(op in supported):<5} {use}")
+        for name, (use, since_v) in USED_FLAGS.items():
+            here = "?" if kernel is None else _yes(kernel >= since_v)
+            print(f"  {name:<22} {'.'.join(map(str, since_v)):<6} {here:<5} {use} (by kernel version)")
     finally:
         ring.close()
     return True
+
+
+# ---------------------------------------------------------------- demo
 
 
 async def _serve(port_file: str) -> None:
@@ -66,8 +190,9 @@ async def _serve(port_file: str) -> None:
 
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
-        with open(port_file, "w") as f:
+        with open(port_file + ".tmp", "w") as f:
             f.write(str(listeners[0].socket.getsockname()[1]))
+        os.replace(port_file + ".tmp", port_file)
 
 
 def echo_server_main(backend: str, port_file: str) -> None:
@@ -78,10 +203,10 @@ def echo_server_main(backend: str, port_file: str) -> None:
         pass
 
 
-async def _client(port: int, conns: int, seconds: float, size: int) -> tuple[int, int]:
+async def _client(port: int, conns: int, seconds: float, size: int, label: str) -> tuple[int, int]:
     done = 0
     errors = 0
-    payload = bytes(range(256)) * (size // 256 + 1)
+    payload = bytes(range(256)) * (size // 256 + 2)
 
     async def one(i: int) -> None:
         nonlocal done, errors
@@ -100,14 +225,35 @@ async def _client(port: int, conns: int, seconds: float, size: int) -> tuple[int
                     errors += 1
                 done += 1
 
+    async def progress() -> None:
+        # One line, redrawn in place: only when someone is watching.
+        start = trio.current_time()
+        while True:
+            elapsed = min(trio.current_time() - start, seconds)
+            bar = "#" * int(20 * elapsed / seconds)
+            print(f"\r  {label:<9} [{bar:<20}] {elapsed:4.1f}/{seconds:g} s  {done:>9,} round trips",
+                  end="", flush=True)
+            await trio.sleep(0.1)
+
     with trio.move_on_after(seconds):
         async with trio.open_nursery() as nursery:
+            if sys.stdout.isatty():
+                nursery.start_soon(progress)
             for i in range(conns):
                 nursery.start_soon(one, i)
+    if sys.stdout.isatty():
+        print("\r\033[K", end="")
+    print(f"  {label:<9} done: {done:,} round trips in {seconds:g} s")
     return done, errors
 
 
-def demo(conns: int, seconds: float, size: int = 64) -> None:
+def demo(conns: int, seconds: float, size: int = 64) -> bool:
+    """Run the echo comparison and print its table. False if io_uring is unavailable."""
+    try:
+        trio_uring.check_available()
+    except trio_uring.UringUnavailableError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return False
     print(f"\nEcho over loopback: trio.serve_tcp + SocketStream server, {conns} connections, "
           f"{size}-byte messages, {seconds:g} s each (client: Trio on epoll, separate process).")
     print("A Python client shares this machine with the server, so read this as a demo;")
@@ -115,37 +261,138 @@ def demo(conns: int, seconds: float, size: int = 64) -> None:
     rows = []
     for backend in ("epoll", "io_uring"):
         port_file = f"/tmp/trio_uring_demo_{os.getpid()}_{backend}"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "trio_uring", "_echo-server", backend, port_file],
-        )
+        server = subprocess.Popen([sys.executable, "-m", "trio_uring", "_echo-server", backend, port_file])
         try:
             deadline = time.monotonic() + 10
-            while not os.path.exists(port_file) or not open(port_file).read():
+            while not os.path.exists(port_file):
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise SystemExit(f"the {backend} echo server did not start")
                 time.sleep(0.02)
-            port = int(open(port_file).read())
-            done, errors = trio.run(_client, port, conns, seconds, size)
+            with open(port_file) as f:
+                port = int(f.read())
+            done, errors = trio.run(_client, port, conns, seconds, size, backend)
         finally:
             server.terminate()
             server.wait()
             if os.path.exists(port_file):
                 os.unlink(port_file)
         rows.append((backend, done / seconds, errors))
-    base = rows[0][1]
-    print(f"{'server backend':<16} {'round trips/s':>14} {'vs epoll':>9} {'errors':>7}")
+    base = rows[0][1] or 1.0
+    print()
+    print(f"  {'server backend':<16} {'round trips/s':>14} {'vs epoll':>9} {'errors':>7}")
     for backend, rate, errors in rows:
-        print(f"{backend:<16} {rate:>14,.0f} {rate / base:>8.2f}x {errors:>7}")
+        print(f"  {backend:<16} {rate:>14,.0f} {rate / base:>8.2f}x {errors:>7}")
+    return True
+
+
+# ---------------------------------------------------------------- run
+
+RUN_USAGE = """\
+usage: {prog} run [--fallback] script.py [args...]
+       {prog} run [--fallback] -m module [args...]
+
+Run a Python program with trio_uring.install() in effect, so every trio.run in it
+(and anyio, pytest-trio, servers) uses io_uring without a code change. The target
+runs as __main__, with sys.argv set to [script or module path, args...].
+
+  --fallback   if io_uring is unavailable, warn and run on Trio's epoll backend
+               (default: print why and exit with status 1)
+"""
+
+
+def run_program(argv: list[str], prog: str) -> int:
+    """``run [--fallback] (script.py | -m module) [args...]``: returns an exit status
+    (the target's own ``SystemExit`` and exceptions pass through)."""
+    fallback = False
+    module: str | None = None
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        arg = argv[i]
+        if arg == "--fallback":
+            fallback = True
+            i += 1
+        elif arg in ("-h", "--help"):
+            print(RUN_USAGE.format(prog=prog), end="")
+            return 0
+        elif arg.startswith("-m"):
+            if arg == "-m":
+                if i + 1 >= len(argv):
+                    break
+                module, i = argv[i + 1], i + 2
+            else:
+                module, i = arg[2:], i + 1
+            break
+        elif arg == "--":
+            i += 1
+            break
+        else:
+            print(f"{prog} run: unknown option {arg}\n" + RUN_USAGE.format(prog=prog), file=sys.stderr, end="")
+            return 2
+    rest = argv[i:]
+    if module is None and not rest:
+        print(f"{prog} run: nothing to run\n" + RUN_USAGE.format(prog=prog), file=sys.stderr, end="")
+        return 2
+
+    if module is None:
+        script = rest[0]
+        if not os.path.isfile(script):
+            print(f"{prog} run: can't open file {script!r}: no such file", file=sys.stderr)
+            return 2
+        target_dir = os.path.dirname(os.path.realpath(script))  # as `python script.py`
+    else:
+        target_dir = os.getcwd()  # as `python -m module`
+
+    try:
+        trio_uring.install(fallback=fallback)
+    except trio_uring.UringUnavailableError as exc:
+        print(f"{prog} run: {exc}\n(With --fallback, the program runs on Trio's epoll backend instead.)",
+              file=sys.stderr)
+        return 1
+
+    # sys.path[0] is our own entry (the cwd for `python -m trio_uring`, the bin
+    # directory for the console script): make it the target's.
+    sys.path[0] = target_dir
+    if module is None:
+        sys.argv = rest
+        runpy.run_path(rest[0], run_name="__main__")
+    else:
+        sys.argv = [module, *rest]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:
+            found = False
+        if not found:
+            print(f"{prog} run: no module named {module!r}", file=sys.stderr)
+            return 1
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    return 0
+
+
+# ---------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trio_uring", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command")
-    sub.add_parser("check", help="is io_uring usable here, and why not")
+    if argv is None:
+        argv = sys.argv[1:]
+    prog = "trio-uring" if os.path.basename(sys.argv[0]) == "trio-uring" else "python -m trio_uring"
+    if argv[:1] == ["run"]:
+        # Everything after the target belongs to the target: no argparse here.
+        return run_program(argv[1:], prog)
+
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="trio_uring: is io_uring usable here, how does it compare with epoll, "
+        "and run a program on it.",
+        epilog="Also: `%(prog)s run [--fallback] script.py [args...]` and "
+        "`%(prog)s run [--fallback] -m module [args...]` (see `%(prog)s run --help`).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{check,demo,run}")
+    sub.add_parser("check", help="is io_uring usable here, and if not, why not")
     demo_p = sub.add_parser("demo", help="echo on io_uring vs Trio's epoll")
+    sub.add_parser("run", help="run a script or module with the io_uring backend installed", add_help=False)
     for p in (parser, demo_p):
-        p.add_argument("-c", "--connections", type=int, default=16)
-        p.add_argument("-d", "--duration", type=float, default=2.0)
+        p.add_argument("-c", "--connections", type=int, default=16, help="client connections (default 16)")
+        p.add_argument("-d", "--duration", type=float, default=2.0, help="seconds per backend (default 2)")
     server_p = sub.add_parser("_echo-server")
     server_p.add_argument("backend")
     server_p.add_argument("port_file")
@@ -158,9 +405,16 @@ def main(argv: list[str] | None = None) -> int:
         ok = check()
         if args.command == "check" or not ok:
             return 0 if ok else 1
-    demo(args.connections, args.duration)
-    return 0
+    return 0 if demo(args.connections, args.duration) else 1
+
+
+def _main() -> int:
+    try:
+        return main()
+    except BrokenPipeError:  # `python -m trio_uring check | head`: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main())

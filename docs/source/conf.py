@@ -1,0 +1,87 @@
+"""Sphinx configuration for trio_uring's documentation (laid out like Trio's).
+
+Build with ``make docs`` (warnings are errors). The lifecycle diagram is drawn by
+graphviz when ``dot`` is installed, and shown as text otherwise; the kernel
+requirement tables are generated from the same data ``python -m trio_uring check``
+prints (``trio_uring.__main__``), so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from docutils.parsers.rst import Directive
+from docutils.statemachine import StringList
+
+import trio_uring
+from trio_uring import __main__ as cli
+from trio_uring._ring import REQUIRED_FEATURES, REQUIRED_OPCODES
+
+project = "trio_uring"
+copyright = "trio_uring contributors"
+version = release = trio_uring.__version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.graphviz",
+    "sphinxcontrib_trio",
+]
+
+# As in Trio's docs: `name` is a cross-reference to a Python object.
+default_role = "py:obj"
+primary_domain = "py"
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_preserve_defaults = True
+
+html_theme = "sphinx_rtd_theme"
+html_theme_options = {"navigation_depth": 3}
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]  # let table cells wrap (the theme keeps them on one line)
+exclude_patterns = ["_build"]
+
+graphviz_output_format = "svg"
+if shutil.which("dot"):
+    tags.add("graphviz")  # type: ignore[name-defined]  # noqa: F821  (Sphinx injects `tags`)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = [".. list-table::", "   :header-rows: 1", ""]
+    for row in [header, *rows]:
+        lines.append(f"   * - {row[0]}")
+        lines.extend(f"     - {cell}" for cell in row[1:])
+    return lines
+
+
+class KernelFeatureTable(Directive):
+    """The io_uring features trio_uring requires or uses, from trio_uring._ring / __main__."""
+
+    def run(self) -> list:
+        rows = [[f"``IORING_FEAT_{name}``", f"Linux {since}", "required"] for name, (_, since) in REQUIRED_FEATURES.items()]
+        rows += [[f"``{name}``", f"Linux {since}", f"optional: {use}"] for name, (use, since) in cli.OPTIONAL_FEATURES.items()]
+        rows += [[name, "Linux " + ".".join(map(str, since)), use] for name, (use, since) in cli.USED_FLAGS.items()]
+        return self._parse(_table(["Feature", "Since", "Use"], rows))
+
+    def _parse(self, lines: list[str]) -> list:
+        from docutils import nodes
+
+        container = nodes.container()
+        self.state.nested_parse(StringList(lines, source="conf.py"), self.content_offset, container)
+        return container.children
+
+
+class KernelOpcodeTable(KernelFeatureTable):
+    """The opcodes trio_uring submits, from trio_uring.__main__.USED_OPCODES."""
+
+    def run(self) -> list:
+        rows = [
+            [f":ref:`IORING_OP_{op.name} <op-{op.name.lower()}>`", f"Linux {since}",
+             "required" if op in REQUIRED_OPCODES else "sockets", use]
+            for op, (use, since) in cli.USED_OPCODES.items()
+        ]  # fmt: skip
+        return self._parse(_table(["Opcode", "Since", "Needed for", "Used for"], rows))
+
+
+def setup(app: object) -> None:
+    app.add_directive("kernel-feature-table", KernelFeatureTable)  # type: ignore[attr-defined]
+    app.add_directive("kernel-opcode-table", KernelOpcodeTable)  # type: ignore[attr-defined]
