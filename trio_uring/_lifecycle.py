@@ -108,7 +108,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import outcome
 import trio
-from trio.lowlevel import Abort, current_task, wait_task_rescheduled
+from trio.lowlevel import Abort, current_task, enable_ki_protection, wait_task_rescheduled
 
 from ._ring import ASYNC_CANCEL_ANY, CQE_F_BUFFER, CQE_F_MORE, SYNC_USER_DATA, BufferRing, Ring, os_error
 from ._ring_cffi import ffi
@@ -118,7 +118,7 @@ if TYPE_CHECKING:
 
     from trio.lowlevel import Task
 
-__all__ = ["READ", "WRITE", "FdOps", "Op", "OpDriver", "PollOp", "RecvOp", "Waiter"]
+__all__ = ["READ", "WRITE", "FdOps", "Op", "OpDriver", "PollOp", "RecvOp", "Waiter", "protect_from_keyboard_interrupt"]
 
 # ASYNC_CANCEL SQEs carry this user_data; their CQE (posted only when the cancel
 # failed: the target had completed or was completing) is dropped. Ops count up
@@ -368,7 +368,11 @@ class OpDriver:
             self.cancel(op)
             return Abort.FAILED
 
-        await wait_task_rescheduled(abort)
+        try:
+            await wait_task_rescheduled(abort)
+        except BaseException:
+            op.task = None  # never parked (or the run is going down): nobody to wake
+            raise
         if op.res >= 0:
             return op.res
         return op.result(context)
@@ -535,6 +539,23 @@ class OpDriver:
                 self._buffers.close()
 
 
+def protect_from_keyboard_interrupt(cls: type) -> type:
+    """Run every method of ``cls`` with Trio's KeyboardInterrupt protection.
+
+    Without it a SIGINT could raise between an op's registration and its task's
+    park (``op.task`` set, task gone), and the op's CQE would later wake that task
+    out of some unrelated wait: TrioInternalError. Trio protects its own I/O waits
+    the same way; KeyboardInterrupt is then delivered at the next checkpoint.
+    Marking is by code object: no cost per call.
+    """
+    for value in vars(cls).values():
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        if hasattr(value, "__code__"):
+            enable_ki_protection(value)
+    return cls
+
+
 def _release(op: Op) -> None:
     fd_ops = op.fd_ops
     assert fd_ops is not None
@@ -545,3 +566,6 @@ def _release(op: Op) -> None:
     elif fd_ops[BACKGROUND] is not None:
         fd_ops[BACKGROUND].discard(op)
     op.fd_ops = None
+
+
+protect_from_keyboard_interrupt(OpDriver)

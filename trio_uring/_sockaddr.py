@@ -12,6 +12,7 @@ A `MsgHdr` owns every buffer its msghdr points to; the op that uses it keeps it
 
 from __future__ import annotations
 
+import operator
 import socket as _stdlib_socket
 import struct
 from collections.abc import Iterable
@@ -108,7 +109,13 @@ def decode(family: int, raw: bytes) -> Any:
 def encode_ancdata(ancdata: Iterable[tuple[int, int, Any]]) -> bytes:
     """``sendmsg``'s ancillary data as a control buffer of cmsghdrs."""
     out = bytearray()
-    for level, kind, data in ancdata:
+    for item in ancdata:
+        if not isinstance(item, (tuple, list)):
+            raise TypeError(f"[sendmsg() ancillary data items]() argument must be 3-item sequence, not {type(item).__name__}")
+        if len(item) != 3:
+            raise TypeError(f"[sendmsg() ancillary data items]() argument must be sequence of length 3, not {len(item)}")
+        level, kind, data = item
+        level, kind = operator.index(level), operator.index(kind)
         data = bytes(data)
         length = _stdlib_socket.CMSG_LEN(len(data))
         out += _CMSG_HEADER.pack(length, level, kind) + data

@@ -47,11 +47,11 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 from trio._core._run import GLOBAL_RUN_CONTEXT
 from trio._socket import _SocketType
-from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled, enable_ki_protection
 
 from . import _sockaddr
 from ._iomanager import UringIOManager, first_tick_hooks
-from ._lifecycle import BACKGROUND, READ, WRITE, Op, OpDriver, RecvOp, Waiter
+from ._lifecycle import BACKGROUND, READ, WRITE, Op, OpDriver, RecvOp, Waiter, protect_from_keyboard_interrupt
 from ._ring import CQE_F_MORE, NOT_SUBMITTED, os_error
 from ._ring_cffi import ffi
 
@@ -122,6 +122,15 @@ def _writable(buffer: Any, method: str) -> Any:
         ) from None
 
 
+def _let_go(borrowed: Any) -> None:
+    """Release our export of a caller's buffer (ffi.from_buffer cdata or MsgHdr)."""
+    if isinstance(borrowed, _sockaddr.MsgHdr):
+        borrowed.release()
+    else:
+        ffi.release(borrowed)
+
+
+@protect_from_keyboard_interrupt
 class UringSocket(_SocketType):
     """A `trio.socket.SocketType` whose I/O goes through io_uring."""
 
@@ -147,8 +156,16 @@ class UringSocket(_SocketType):
     def __exit__(self, *exc_info: object) -> None:
         # Trio's __exit__ closes the stdlib socket directly. Ours must cancel the
         # socket's ops first: an in-flight op (a multishot ACCEPT) holds the file,
-        # and a closed listener would otherwise stay bound.
-        self.close()
+        # and a closed listener would otherwise stay bound. Outside a run there are
+        # no ops to cancel, and (as Trio's) it must still work.
+        try:
+            GLOBAL_RUN_CONTEXT.runner  # noqa: B018
+        except AttributeError:
+            if self._accepts is not None:
+                self._accepts.close()
+            self._sock.close()
+        else:
+            self.close()
 
     def close(self) -> None:
         if self._sock.fileno() != -1:
@@ -184,16 +201,15 @@ class UringSocket(_SocketType):
         try:
             op = driver.start(fd, slot, prep, fd, *args, keep=keep)
         except BaseException as exc:
+            if borrowed is not None:  # never submitted: nobody else holds it
+                _let_go(borrowed)
             await _raise_after_checkpoint(exc)
         try:
             return await driver.wait(op, context)
         finally:
             if borrowed is not None and op.user_data not in driver.ops:
                 op.keep = None
-                if isinstance(borrowed, _sockaddr.MsgHdr):
-                    borrowed.release()
-                else:
-                    ffi.release(borrowed)
+                _let_go(borrowed)
 
     # ---------------------------------------------------------------- connect
 
@@ -225,6 +241,10 @@ class UringSocket(_SocketType):
         """Like `socket.socket.accept`, but async: connections come from a multishot
         IORING_OP_ACCEPT armed on the first call and queued between calls."""
         if _driver() is None:
+            if self._accepts is not None and self._accepts.ready:
+                # Connections an io_uring run accepted ahead are still ours to hand out.
+                await trio.lowlevel.checkpoint()
+                return self._wrap_accepted(self._accepts.ready.popleft())
             return await super().accept()  # type: ignore[return-value]
         while True:
             fd = await self._accept_fd()
@@ -286,6 +306,7 @@ class UringSocket(_SocketType):
             return await super().send(data, flags)
         await checkpoint_if_cancelled()
         fd = self._sock.fileno()
+        cbuf = None
         try:
             cbuf = ffi.from_buffer(data)
             n = len(cbuf)
@@ -293,6 +314,8 @@ class UringSocket(_SocketType):
                 n = _MAX_IO
             res = driver.ring.send_now(fd, cbuf, n, flags)  # MSG_DONTWAIT: done or -EAGAIN
         except BaseException as exc:
+            if cbuf is not None:
+                ffi.release(cbuf)
             await _raise_after_checkpoint(exc)
         if res >= 0:
             ffi.release(cbuf)
@@ -334,11 +357,14 @@ class UringSocket(_SocketType):
     async def _sendmsg(self, driver: OpDriver, buffers: Iterable[Any], ancdata: Iterable[tuple[int, int, Any]], flags: int, address: Any, method: str) -> int:
         await checkpoint_if_cancelled()
         fd = self._sock.fileno()
+        msg = None
         try:
             name = _sockaddr.encode(self.family, address, method) if address is not None else None
             msg = _sockaddr.MsgHdr(buffers, writable=False, name=name, control=_sockaddr.encode_ancdata(ancdata) or None)
             res = driver.try_now(driver.ring.prep_sendmsg, fd, msg.hdr, int(flags) | MSG_DONTWAIT)
         except BaseException as exc:
+            if msg is not None:
+                msg.release()
             await _raise_after_checkpoint(exc)
         if not _would_block(res):
             msg.release()
@@ -397,11 +423,14 @@ class UringSocket(_SocketType):
             return await super().recv_into(buffer, nbytes, flags)
         await checkpoint_if_cancelled()
         fd = self._sock.fileno()
+        cbuf = None
         try:
             cbuf = _writable(buffer, "recv_into")
             nbytes = min(_nbytes(nbytes, len(cbuf), "recv_into"), _MAX_IO)
             res = driver.ring.recv_now(fd, cbuf, nbytes, flags)
         except BaseException as exc:
+            if cbuf is not None:
+                ffi.release(cbuf)
             await _raise_after_checkpoint(exc)
         if not _would_block(res):
             ffi.release(cbuf)
@@ -463,6 +492,7 @@ class UringSocket(_SocketType):
 
     async def _recvmsg(self, driver: OpDriver, buffers: Iterable[Any], ancbufsize: int, flags: int) -> tuple[int, list[tuple[int, int, bytes]], int, Any]:
         fd = self._sock.fileno()
+        msg = None
         try:
             if ancbufsize < 0:
                 raise ValueError("negative buffer size in recvmsg()")
@@ -471,6 +501,8 @@ class UringSocket(_SocketType):
             )
             res = driver.try_now(driver.ring.prep_recvmsg, fd, msg.hdr, int(flags) | MSG_DONTWAIT)
         except BaseException as exc:
+            if msg is not None:
+                msg.release()
             await _raise_after_checkpoint(exc)
         if not _would_block(res):
             msg.release()
@@ -500,6 +532,7 @@ class _MultishotAccept(Op):
         self.queue.completed(self, res, flags)
 
 
+@protect_from_keyboard_interrupt
 class _AcceptQueue:
     """Connections a listening socket's multishot ACCEPT produced, until accept() takes them.
 
@@ -589,6 +622,7 @@ def _close_quietly(fd: int) -> None:
 # ---------------------------------------------------------------- creation
 
 
+@enable_ki_protection
 def socket(
     family: int = _stdlib_socket.AF_INET,
     type: int = _stdlib_socket.SOCK_STREAM,
@@ -607,6 +641,7 @@ def socket(
     return _wrap_created(driver.complete_now(op), family, type, proto)
 
 
+@enable_ki_protection
 async def socket_async(
     family: int = _stdlib_socket.AF_INET,
     type: int = _stdlib_socket.SOCK_STREAM,

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Final, overload
 import trio
 from trio.lowlevel import Abort, cancel_shielded_checkpoint, checkpoint_if_cancelled, current_task, wait_task_rescheduled
 
-from ._lifecycle import BACKGROUND, CLOSED, WRITE, Op, OpDriver
+from ._lifecycle import BACKGROUND, CLOSED, WRITE, Op, OpDriver, protect_from_keyboard_interrupt
 from ._ring import CQE_F_BUFFER, CQE_F_MORE, NOT_SUBMITTED
 from ._ring_cffi import ffi
 from ._socket import UringSocket, _driver, _driver_if_running
@@ -95,6 +95,7 @@ class _ReadAhead(Op):
             reschedule(task)
 
 
+@protect_from_keyboard_interrupt
 class UringSocketStream(trio.abc.HalfCloseableStream):
     """A `trio.abc.HalfCloseableStream` over a TCP socket, like `trio.SocketStream`.
 
@@ -417,6 +418,7 @@ async def _stock_receive_some(sock: trio.socket.SocketType, max_bytes: int) -> b
 # ---------------------------------------------------------------- listener
 
 
+@protect_from_keyboard_interrupt
 class UringSocketListener(trio.abc.Listener[UringSocketStream]):
     """A `trio.abc.Listener` of `UringSocketStream`, like `trio.SocketListener`."""
 
