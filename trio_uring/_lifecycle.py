@@ -509,9 +509,13 @@ class OpDriver:
         for user_data, res, flags in zip(it, it, it):
             if flags & CQE_F_MORE:
                 op = ops.get(user_data)
-            else:
-                op = ops.pop(user_data, None)
+                if op is not None:
+                    op.on_cqe(res, flags, reschedule)
+                continue
+            op = ops.pop(user_data, None)
             if op is not None:
+                if op.slot == BACKGROUND and op.fd_ops is not None:
+                    _release(op)  # a multishot op that ended: its fd no longer holds it
                 op.on_cqe(res, flags, reschedule)
 
     # ---------------------------------------------------------------- close
