@@ -1,7 +1,8 @@
 # Two commands do all the set-up on a fresh machine (Python 3.10+, gcc, the Python headers):
 #
 #   make demo    the main job: diagnose io_uring here, then an echo on io_uring vs Trio's epoll
-#   make test    our tests, then Trio's own test suite, on the io_uring backend
+#   make test    lint (mypy, ruff) and the docs (-W), then our tests and Trio's own
+#                test suite, on the io_uring backend
 #
 # Both create .venv and install trio_uring into it (pip compiles the C ring layer).
 
@@ -22,7 +23,7 @@ $(VENV)/.installed: pyproject.toml setup.py trio_uring/_ring.c trio_uring/_ring.
 demo: setup
 	$(PY) -m trio_uring
 
-test: test-ours test-trio
+test: lint docs test-ours test-trio
 
 test-ours: setup
 	$(PY) -m pytest
@@ -41,4 +42,17 @@ docs: $(VENV)/.docs-installed
 
 $(VENV)/.docs-installed: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[docs]'
+	touch $@
+
+# Type checking (mypy --strict on the package) and linting (ruff check): `make lint`.
+.PHONY: lint
+
+LINTED := trio_uring tests examples benchmarks tools
+
+lint: $(VENV)/.lint-installed
+	$(PY) -m mypy trio_uring
+	$(PY) -m ruff check $(LINTED)
+
+$(VENV)/.lint-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[lint]'
 	touch $@

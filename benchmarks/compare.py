@@ -80,6 +80,11 @@ def log(msg):
     print(f"compare: {msg}", file=sys.stderr, flush=True)
 
 
+def read_text(path):
+    with open(path) as f:
+        return f.read()
+
+
 # ---------------------------------------------------------------- preparation
 
 def prepare_harness(src, c_servers):
@@ -103,7 +108,7 @@ def prepare_harness(src, c_servers):
             if not os.path.exists("/usr/include/liburing.h"):
                 apt_install("liburing-dev")
             targets.append("servers/uring_echo")
-    r = subprocess.run(["make", "-s", "-C", HARNESS] + targets, capture_output=True, text=True)
+    r = subprocess.run(["make", "-s", "-C", HARNESS, *targets], capture_output=True, text=True)
     if r.returncode:
         sys.exit(f"compare: building the harness failed:\n{r.stdout}{r.stderr}")
 
@@ -112,8 +117,8 @@ def apt_install(pkg):
     log(f"apt-get install {pkg}")
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(sudo + ["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(sudo + ["apt-get", "install", "-y", "-q", pkg], env=env, stdout=subprocess.DEVNULL)
+    subprocess.run([*sudo, "apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-q", pkg], env=env, stdout=subprocess.DEVNULL)
 
 
 PROBE = r"""
@@ -319,10 +324,10 @@ def strace_once(bench, cmd, port, duration, args):
     `duration` s (no warm-up), detach.  Returns ({syscall: calls}, loadgen JSON)."""
     argv = shlex.split(cmd.replace("{port}", str(port)))
     if not args.no_pin:
-        argv = ["taskset", "-c", "1"] + argv
+        argv = ["taskset", "-c", "1", *argv]
     tmp = tempfile.mkdtemp(prefix="compare-strace-")
     out, err_path = os.path.join(tmp, "strace.txt"), os.path.join(tmp, "strace.err")
-    slog = open(os.path.join(tmp, "server.log"), "w+b")
+    slog = open(os.path.join(tmp, "server.log"), "w+b")  # noqa: SIM115  (closed in the finally below)
     server = subprocess.Popen(argv, cwd=HARNESS, stdin=subprocess.DEVNULL, stdout=slog,
                               stderr=subprocess.STDOUT, start_new_session=True)
     tracer = None
@@ -338,15 +343,15 @@ def strace_once(bench, cmd, port, duration, args):
             tracer = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(server.pid)],
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=ef)
         t_end = time.monotonic() + 10
-        while "attached" not in open(err_path).read():
+        while "attached" not in read_text(err_path):
             if tracer.poll() is not None or time.monotonic() > t_end:
-                raise RuntimeError("strace did not attach: " + open(err_path).read().strip())
+                raise RuntimeError("strace did not attach: " + read_text(err_path).strip())
             time.sleep(0.02)
         time.sleep(0.2)  # let it attach to every thread (-f)
         lg = [bench.LOADGEN, "-m", "echo", "-p", str(port), "-c", "64", "-s", "64",
               "-d", str(duration), "-w", "0", "--json", "--setup-timeout", "30"]
         if not args.no_pin:
-            lg = ["taskset", "-c", "0"] + lg
+            lg = ["taskset", "-c", "0", *lg]
         r = subprocess.run(lg, capture_output=True, text=True, timeout=duration + 60)
         line = next((ln for ln in reversed(r.stdout.splitlines()) if ln.startswith("{")), None)
         if line is None:
@@ -476,18 +481,20 @@ def ratio_table(table, forms, kind):
         hdr += [f, "ratio", "target", "met"]
     out = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
     n_met = n_targets = 0
+
+    def cell(e, row):
+        text = f"{fnum(e[value], row[unit])} ({fpct(e[spread])})"
+        return text + flags(e) if kind == "rate" else text
+
     for row in table:
-        def cell(e):
-            text = f"{fnum(e[value], row[unit])} ({fpct(e[spread])})"
-            return text + flags(e) if kind == "rate" else text
         ref = row["forms"].get(REFERENCE)
-        cells = [f"{row['scenario']} ({row[unit]})", cell(ref) if ref else "-"]
+        cells = [f"{row['scenario']} ({row[unit]})", cell(ref, row) if ref else "-"]
         for f in forms:
             e = row["forms"][f]
             ok = met(e.get(ratio), e.get("target"))
             n_targets += ok != "-"
             n_met += ok == "yes"
-            cells += [cell(e), fratio(e.get(ratio), e.get(paired, [])),
+            cells += [cell(e, row), fratio(e.get(ratio), e.get(paired, [])),
                       ftarget(e.get("target")), ok]
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
@@ -558,8 +565,9 @@ def render(table, servers, notes, meta, probe, command, syscalls, syscall_note, 
            f"loadgen on CPU {meta.get('client_cpu')}; run.py took {meta.get('elapsed_s', '?')} s. "
            if table else "")
     out.append(f"{meta.get('started', '?')}; {run}Linux {m.get('kernel', '?')}, "
-               f"{m.get('nproc', '?')} CPUs ({m.get('cpu_model', '?')}), Python {m.get('python', probe.get('python'))}, "
-               f"trio {m.get('trio', probe.get('trio'))}, trio_uring {m.get('trio_uring', probe.get('trio_uring', '-'))}.")
+               f"{m.get('nproc', '?')} CPUs ({m.get('cpu_model', '?')}), "
+               f"Python {m.get('python', probe.get('python'))}, trio {m.get('trio', probe.get('trio'))}, "
+               f"trio_uring {m.get('trio_uring', probe.get('trio_uring', '-'))}.")
     out.append("")
     for s in servers:
         out.append(f"* `{s}`: {FORMS.get(s, meta['servers'].get(s, ''))}")
@@ -626,7 +634,7 @@ def main():
                     help="no new runs: re-render the tables from a run.py JSON (e.g. results/*.run.json)")
     ap.add_argument("--out-dir", default=RESULTS, help="where results go (benchmarks/results)")
     args = ap.parse_args()
-    command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:])
+    command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
 
     wanted = [f.strip() for f in args.forms.split(",") if f.strip()]
     for f in wanted:
@@ -647,7 +655,7 @@ def main():
     if args.from_json:
         with open(args.from_json) as f:
             data = json.load(f)
-        servers = [s for s in data["meta"]["servers"]]
+        servers = list(data["meta"]["servers"])
         notes = [f"re-rendered from {args.from_json}"]
         if "trio-uring-streams" not in servers:
             notes.append("trio-uring-streams was not part of that run.")
@@ -667,7 +675,8 @@ def main():
     servers = forms + [s for s in also if s not in forms]
 
     n_runs = len(servers) * len(scenarios) * args.reps
-    est = n_runs * (args.duration + args.warmup + 0.3) + (0 if args.no_strace else len(forms) * (4 + args.strace_seconds))
+    strace_s = 0 if args.no_strace else len(forms) * (4 + args.strace_seconds)
+    est = n_runs * (args.duration + args.warmup + 0.3) + strace_s
     log(f"{len(servers)} servers x {len(scenarios)} scenarios x {args.reps} reps = {n_runs} runs"
         f"{'' if args.no_strace else ' + strace pass'}: about {est / 60:.1f} min on a quiet machine "
         "(retries of disturbed runs come on top)")

@@ -339,12 +339,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the run (default 10)")
     parser.add_argument("--clients", type=int, default=64, help="concurrent echo clients (default 64)")
-    parser.add_argument("--warmup", type=float, default=None, help="seconds before the RSS baseline (default: 20%% of the run, 10-60)")
+    parser.add_argument(
+        "--warmup", type=float, default=None, help="seconds before the RSS baseline (default: 20%% of the run, 10-60)"
+    )
     parser.add_argument("--report-every", type=float, default=10.0, help="seconds between progress lines (default 10)")
     parser.add_argument("--storm-every", type=float, default=15.0, help="seconds between reconnect storms (default 15)")
     parser.add_argument("--storm-size", type=int, default=200, help="connections per storm (default 200)")
-    parser.add_argument("--max-rss-growth", type=float, default=5.0, help="allowed RSS growth after warm-up, %% (default 5)")
-    parser.add_argument("--settle", type=float, default=10.0, help="seconds the server's fds get to return to baseline (default 10)")
+    parser.add_argument(
+        "--max-rss-growth", type=float, default=5.0, help="allowed RSS growth after warm-up, %% (default 5)"
+    )
+    parser.add_argument(
+        "--settle", type=float, default=10.0, help="seconds the server's fds get to return to baseline (default 10)"
+    )
     parser.add_argument("--seed", type=int, default=int(os.environ.get("TRIO_URING_SEED", "20261122")))
     parser.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
     parser.add_argument("--serve", type=float, metavar="DEADLINE", help=argparse.SUPPRESS)
@@ -406,15 +412,26 @@ def main() -> int:
     print()
     print("summary")
     print(f"  duration      {summary['duration_s']} s (warm-up {summary['warmup_s']:g} s)")
-    print(f"  requests      {summary['requests']} ({summary['requests_per_s']}/s, {summary['megabytes_echoed']} MB echoed)")
-    print(f"  connections   {summary['connections']} ({summary['storms']} storms), {summary['disconnects']} abandoned on purpose")
-    print(f"  errors        {sum(summary['errors'].values())} {summary['errors'] or ''}")  # type: ignore[union-attr]
+    print(
+        f"  requests      {summary['requests']} ({summary['requests_per_s']}/s, "
+        f"{summary['megabytes_echoed']} MB echoed)"
+    )
+    print(
+        f"  connections   {summary['connections']} ({summary['storms']} storms), "
+        f"{summary['disconnects']} abandoned on purpose"
+    )
+    print(f"  errors        {sum(summary['errors'].values())} {summary['errors'] or ''}")  # type: ignore[attr-defined]
     print(f"  corrupt       {summary['corrupt']}")
     print(
-        f"  server RSS    {summary['rss_kb_start'] / 1024:.1f} MB after warm-up -> {summary['rss_kb_end'] / 1024:.1f} MB "  # type: ignore[operator]
-        f"at the end ({summary['rss_growth_pct']:+.2f}%; idle before the load: {summary['rss_kb_idle'] / 1024:.1f} MB)"  # type: ignore[operator]
+        f"  server RSS    {summary['rss_kb_start'] / 1024:.1f} MB after warm-up "  # type: ignore[operator]
+        f"-> {summary['rss_kb_end'] / 1024:.1f} MB at the end "  # type: ignore[operator]
+        f"({summary['rss_growth_pct']:+.2f}%; "
+        f"idle before the load: {summary['rss_kb_idle'] / 1024:.1f} MB)"  # type: ignore[operator]
     )
-    print(f"  server fds    {summary['fds_idle']} idle, {summary['fds_peak']} peak, {summary['fds_end']} after the clients left")
+    print(
+        f"  server fds    {summary['fds_idle']} idle, {summary['fds_peak']} peak, "
+        f"{summary['fds_end']} after the clients left"
+    )
     print(f"  server        {summary['server']}, unexpected errors: {summary['server_unexpected'] or 'none'}")
     if args.json:
         with open(args.json, "w") as f:

@@ -9,6 +9,7 @@ Ctrl+C stops it.
 
 import argparse
 import signal
+from collections.abc import AsyncIterator
 from functools import partial
 
 import trio
@@ -33,7 +34,7 @@ class Room:
                     del self.members[name]
 
 
-async def lines(stream: trio.SocketStream):  # an async iterator of decoded lines
+async def lines(stream: trio.SocketStream) -> AsyncIterator[str]:  # decoded lines
     buffer = b""
     async for data in stream:
         buffer += data

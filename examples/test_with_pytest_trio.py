@@ -25,7 +25,8 @@ async def echo(stream: trio.SocketStream) -> None:
 async def echo_port(nursery: trio.Nursery) -> int:
     """An echo server for the test (pytest-trio's ``nursery`` fixture runs it)."""
     listeners = await nursery.start(partial(trio.serve_tcp, echo, 0, host="127.0.0.1"))
-    return listeners[0].socket.getsockname()[1]
+    port: int = listeners[0].socket.getsockname()[1]
+    return port
 
 
 async def test_backend() -> None:

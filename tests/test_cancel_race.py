@@ -17,6 +17,7 @@ import os
 import random
 import socket as stdlib_socket
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio
@@ -92,7 +93,7 @@ async def test_random_cancellation_of_send_and_recv_loses_no_byte() -> None:
         rng = random.Random(SEED + 2)
         for _ in range(iterations):
             chunk = rng.randbytes(rng.choice([1, 700, 20_000, 200_000]))
-            completed, n = await send_race(lambda: client.send(chunk))
+            completed, n = await send_race(partial(client.send, chunk))
             if completed:
                 assert 0 <= n <= len(chunk)
                 sent.extend(chunk[:n])
@@ -104,9 +105,9 @@ async def test_random_cancellation_of_send_and_recv_loses_no_byte() -> None:
         while True:
             size = rng.choice([1, 1000, 70_000])
             if rng.random() < 0.5:
-                completed, data = await recv_race(lambda: server.recv(size))
+                completed, data = await recv_race(partial(server.recv, size))
             else:
-                completed, n = await recv_race(lambda: server.recv_into(buf, size))
+                completed, n = await recv_race(partial(server.recv_into, buf, size))
                 data = bytes(buf[:n]) if completed else b""
             if completed:
                 if not data:
@@ -148,7 +149,7 @@ async def test_random_cancellation_of_connect_and_accept_loses_no_connection() -
     async def connector() -> None:
         for _ in range(iterations):
             sock = trio.socket.socket()
-            completed, _ = await connect_race(lambda: sock.connect(address))
+            completed, _ = await connect_race(partial(sock.connect, address))
             if completed:
                 clients[sock.getsockname()] = sock
             else:

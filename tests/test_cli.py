@@ -51,7 +51,9 @@ def env(**changes: str | None) -> dict[str, str]:
     return result
 
 
-def python(*args: str, cwd: Path = ROOT, refuse_io_uring: bool = False, **env_changes: str | None) -> subprocess.CompletedProcess[str]:
+def python(
+    *args: str, cwd: Path = ROOT, refuse_io_uring: bool = False, **env_changes: str | None
+) -> subprocess.CompletedProcess[str]:
     """``python *args`` in a child; with ``refuse_io_uring``, under a seccomp filter
     that makes io_uring_setup fail with EPERM (installed, then exec'd into)."""
     child_env = env(**env_changes)

@@ -9,7 +9,6 @@ import threading
 from functools import partial
 from typing import Any
 
-import pytest
 import trio
 import trio.testing
 from outcome import Outcome

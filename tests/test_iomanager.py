@@ -248,7 +248,7 @@ async def test_many_fds_at_once() -> None:
 async def test_statistics_count_waiters() -> None:
     # What Trio's test_io_manager_statistics checks, on our statistics type.
     pairs = [socket.socketpair() for _ in range(3)]
-    (a1, b1), (a2, b2), (a3, b3) = pairs
+    (a1, _b1), (a2, b2), (a3, _b3) = pairs
     try:
         await trio.testing.wait_all_tasks_blocked()
         base = io_stats()

@@ -58,7 +58,9 @@ class Env:
         self.pipe_r, self.pipe_w = os.pipe()
         self.fresh: list[trio.socket.SocketType] = []
 
-    def new(self, family: int = stdlib_socket.AF_INET, type: int = stdlib_socket.SOCK_STREAM, **kw: Any) -> trio.socket.SocketType:
+    def new(
+        self, family: int = stdlib_socket.AF_INET, type: int = stdlib_socket.SOCK_STREAM, **kw: Any
+    ) -> trio.socket.SocketType:
         sock = trio.socket.socket(family, type, **kw)
         self.fresh.append(sock)
         return sock
@@ -107,13 +109,17 @@ CASES: dict[str, Case] = {
     "recvmsg(10, ancbufsize=-1)": lambda e: e.udp.recvmsg(10, -1),
     "recvmsg(2**64), data waiting": lambda e: _recvmsg_huge(e, 2**64),
     "sendto(datagram too big)": lambda e: e.udp.sendto(b"x" * 70000, (LOCALHOST, 9)),
-    "sendmsg(ancillary item of 2)": lambda e: e.a.sendmsg([b"x"], [(stdlib_socket.SOL_SOCKET, stdlib_socket.SCM_RIGHTS)]),
+    "sendmsg(ancillary item of 2)": lambda e: e.a.sendmsg(
+        [b"x"], [(stdlib_socket.SOL_SOCKET, stdlib_socket.SCM_RIGHTS)]
+    ),
     "recv(MSG_DONTWAIT), data comes later": lambda e: _recv_dontwait(e),
     "recv(MSG_WAITALL), half the data now": lambda e: _recv_waitall(e),
     "send(MSG_DONTWAIT), room comes later": lambda e: _send_dontwait(e),
     "sendmsg(buffers not iterable)": lambda e: e.a.sendmsg(5),
     "sendmsg([str])": lambda e: e.a.sendmsg(["text"]),
-    "sendmsg(SCM_RIGHTS with a bad fd)": lambda e: e.a.sendmsg([b"x"], [(stdlib_socket.SOL_SOCKET, stdlib_socket.SCM_RIGHTS, b"\xff\xff\xff\x7f")]),
+    "sendmsg(SCM_RIGHTS with a bad fd)": lambda e: e.a.sendmsg(
+        [b"x"], [(stdlib_socket.SOL_SOCKET, stdlib_socket.SCM_RIGHTS, b"\xff\xff\xff\x7f")]
+    ),
     # addresses and families
     "connect(1-tuple)": lambda e: e.new().connect((LOCALHOST,)),
     "connect(port -1)": lambda e: e.new().connect((LOCALHOST, -1)),
@@ -314,7 +320,10 @@ BUGS: dict[str, str] = {}
 
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(name, marks=pytest.mark.xfail(reason=BUGS[name], strict=True)) if name in BUGS else name for name in CASES],
+    [
+        pytest.param(name, marks=pytest.mark.xfail(reason=BUGS[name], strict=True)) if name in BUGS else name
+        for name in CASES
+    ],
 )
 def test_bad_input_raises_what_stock_trio_raises(name: str, stock_trio: None) -> None:
     uring = trio_uring.run(outcome_of, name)

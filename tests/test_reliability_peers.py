@@ -264,7 +264,7 @@ async def test_slow_loris_writer_is_received_intact(baseline: None) -> None:
 async def test_idle_peer_does_not_block_others(baseline: None) -> None:
     # A peer that connects and then says nothing ties up its own handler only.
     pairs = [tcp_pair() for _ in range(50)]
-    idle_stream, idle_peer = pairs[0]
+    idle_stream, _idle_peer = pairs[0]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(idle_stream.receive_some)
         for stream, peer in pairs[1:]:

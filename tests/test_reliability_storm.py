@@ -29,6 +29,7 @@ import random
 import socket as stdlib_socket
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio
@@ -126,7 +127,7 @@ async def run_storm(seed: int, total: int, connections: int = CONNECTIONS) -> di
                     await storm.race(rng, "wait_readable", lambda: trio.lowlevel.wait_readable(conn))
                 size = rng.choice([1, 100, 4096, 65536])
                 try:
-                    ok, data = await storm.race(rng, "recv", lambda: conn.recv(size))
+                    ok, data = await storm.race(rng, "recv", partial(conn.recv, size))
                 except ConnectionResetError:
                     assert echoed == 0, "a live client reset its connection"
                     break
@@ -139,7 +140,7 @@ async def run_storm(seed: int, total: int, connections: int = CONNECTIONS) -> di
                 while pending:
                     if rng.random() < 0.2:
                         await storm.race(rng, "wait_writable", lambda: trio.lowlevel.wait_writable(conn))
-                    ok, n = await storm.race(rng, "send", lambda: conn.send(pending))
+                    ok, n = await storm.race(rng, "send", partial(conn.send, pending))
                     if ok:
                         del pending[:n]
                         echoed += n
@@ -172,7 +173,7 @@ async def run_storm(seed: int, total: int, connections: int = CONNECTIONS) -> di
                     sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, 4096)
                     sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 4096)
                 address = quiet if rng.random() < 0.1 else busy
-                ok, _ = await storm.race(rng, "connect", lambda: sock.connect(address))
+                ok, _ = await storm.race(rng, "connect", partial(sock.connect, address))
                 if ok:
                     break
                 assert sock.fileno() == -1  # a cancelled connect closes its socket
@@ -180,33 +181,33 @@ async def run_storm(seed: int, total: int, connections: int = CONNECTIONS) -> di
             sent = bytearray()
             received = bytearray()
 
-            async def writer(rng: random.Random) -> None:
+            async def writer(rng: random.Random, sock: trio.socket.SocketType, sent: bytearray) -> None:
                 for _ in range(rng.randrange(1, 8)):
                     view = memoryview(rng.randbytes(rng.choice([1, 10, 700, 5000, 40000])))
                     while view:
                         if rng.random() < 0.2:
                             await storm.race(rng, "wait_writable", lambda: trio.lowlevel.wait_writable(sock))
-                        ok, n = await storm.race(rng, "send", lambda: sock.send(view))
+                        ok, n = await storm.race(rng, "send", partial(sock.send, view))
                         if ok:
                             assert 0 < n <= len(view)
                             sent.extend(view[:n])
                             view = view[n:]
                 sock.shutdown(stdlib_socket.SHUT_WR)
 
-            async def reader(rng: random.Random) -> None:
+            async def reader(rng: random.Random, sock: trio.socket.SocketType, received: bytearray) -> None:
                 while True:
                     if rng.random() < 0.2:
                         await storm.race(rng, "wait_readable", lambda: trio.lowlevel.wait_readable(sock))
                     size = rng.choice([1, 50, 1000, 65536])
-                    ok, data = await storm.race(rng, "recv", lambda: sock.recv(size))
+                    ok, data = await storm.race(rng, "recv", partial(sock.recv, size))
                     if ok:
                         if not data:
                             return
                         received.extend(data)
 
             async with trio.open_nursery() as n:
-                n.start_soon(writer, random.Random(f"{seed}-writer-{index}-{rounds}"))
-                n.start_soon(reader, random.Random(f"{seed}-reader-{index}-{rounds}"))
+                n.start_soon(writer, random.Random(f"{seed}-writer-{index}-{rounds}"), sock, sent)
+                n.start_soon(reader, random.Random(f"{seed}-reader-{index}-{rounds}"), sock, received)
             assert received == sent, "echoed bytes lost, duplicated or reordered"
             client_conns[sock.getsockname(), len(sent)] += 1
             sock.close()
@@ -215,18 +216,17 @@ async def run_storm(seed: int, total: int, connections: int = CONNECTIONS) -> di
     try:
         async with trio.open_nursery() as outer:
             outer.start_soon(storm.canceller)
-            async with trio.open_nursery() as handlers:
-                async with trio.open_nursery() as acceptors:
-                    for lsock in listeners:
-                        acceptors.start_soon(acceptor, lsock, handlers)
-                    async with trio.open_nursery() as clients:
-                        for i in range(connections):
-                            clients.start_soon(client, i)
-                    # Every client round ended (its echo came back), so every live
-                    # connection was accepted; what may still be queued are leftovers
-                    # of cancelled connects. Stop accepting; the handlers finish by
-                    # themselves.
-                    acceptors.cancel_scope.cancel()
+            async with trio.open_nursery() as handlers, trio.open_nursery() as acceptors:
+                for lsock in listeners:
+                    acceptors.start_soon(acceptor, lsock, handlers)
+                async with trio.open_nursery() as clients:
+                    for i in range(connections):
+                        clients.start_soon(client, i)
+                # Every client round ended (its echo came back), so every live
+                # connection was accepted; what may still be queued are leftovers
+                # of cancelled connects. Stop accepting; the handlers finish by
+                # themselves.
+                acceptors.cancel_scope.cancel()
             storm.done = True
     finally:
         for lsock in listeners:

@@ -36,7 +36,9 @@ async def listener(family: int = stdlib_socket.AF_INET, host: str = LOCALHOST) -
     return sock
 
 
-async def connected_pair(family: int = stdlib_socket.AF_INET, host: str = LOCALHOST) -> tuple[trio.socket.SocketType, trio.socket.SocketType]:
+async def connected_pair(
+    family: int = stdlib_socket.AF_INET, host: str = LOCALHOST
+) -> tuple[trio.socket.SocketType, trio.socket.SocketType]:
     lsock = await listener(family, host)
     with lsock:
         client = trio.socket.socket(family)
@@ -180,10 +182,13 @@ async def test_connect_refused_says_where() -> None:
     port.bind((LOCALHOST, 0))
     address = port.getsockname()
     port.close()  # bound, never listened, closed: nobody is there
-    with trio.socket.socket() as sock:
-        with assert_checkpoints():
-            with pytest.raises(ConnectionRefusedError, match=r"^\[Errno 111\] Error connecting to \('127\.0\.0\.1', \d+\): Connection refused$"):
-                await sock.connect(address)
+    refused = r"^\[Errno 111\] Error connecting to \('127\.0\.0\.1', \d+\): Connection refused$"
+    with (
+        trio.socket.socket() as sock,
+        assert_checkpoints(),
+        pytest.raises(ConnectionRefusedError, match=refused),
+    ):
+        await sock.connect(address)
 
 
 async def test_connect_bad_addresses() -> None:
@@ -275,9 +280,8 @@ async def test_accept_many_with_correct_peers() -> None:
 async def test_accept_on_a_socket_that_is_not_listening() -> None:
     with trio.socket.socket() as sock:
         await sock.bind((LOCALHOST, 0))
-        with assert_checkpoints():
-            with pytest.raises(OSError) as info:
-                await sock.accept()
+        with assert_checkpoints(), pytest.raises(OSError) as info:
+            await sock.accept()
         assert info.value.errno == errno.EINVAL
 
 
@@ -463,9 +467,8 @@ async def test_send_recv_and_checkpoints(pair: tuple[trio.socket.SocketType, tri
 
 async def test_recv_argument_errors(pair: tuple[trio.socket.SocketType, trio.socket.SocketType]) -> None:
     client, server = pair
-    with assert_checkpoints():
-        with pytest.raises(ValueError, match="negative buffersize in recv"):
-            await server.recv(-1)
+    with assert_checkpoints(), pytest.raises(ValueError, match="negative buffersize in recv"):
+        await server.recv(-1)
     with pytest.raises(TypeError, match="read-write bytes-like object, not bytes"):
         await server.recv_into(b"read-only")
     with pytest.raises(ValueError, match="buffer too small"):
@@ -494,7 +497,9 @@ async def test_recv_on_unconnected_socket_is_enotconn() -> None:
         assert info.value.errno == errno.ENOTCONN
 
 
-async def test_send_after_peer_closed_is_epipe_or_econnreset(pair: tuple[trio.socket.SocketType, trio.socket.SocketType]) -> None:
+async def test_send_after_peer_closed_is_epipe_or_econnreset(
+    pair: tuple[trio.socket.SocketType, trio.socket.SocketType],
+) -> None:
     client, server = pair
     server.close()
     await trio.sleep(0.01)
@@ -529,9 +534,8 @@ async def test_ops_on_a_closed_socket_are_ebadf() -> None:
     b.close()
     a.close()
     for call in (partial(a.recv, 1), partial(a.send, b"x"), partial(a.recv_into, bytearray(1))):
-        with assert_checkpoints():
-            with pytest.raises(OSError) as info:
-                await call()
+        with assert_checkpoints(), pytest.raises(OSError) as info:
+            await call()
         assert info.value.errno == errno.EBADF
 
 
@@ -628,7 +632,9 @@ async def test_cancelled_recv_loses_nothing(pair: tuple[trio.socket.SocketType, 
     assert await server.recv(10) == b"after"
 
 
-async def test_cancelled_send_reports_what_was_sent(pair: tuple[trio.socket.SocketType, trio.socket.SocketType]) -> None:
+async def test_cancelled_send_reports_what_was_sent(
+    pair: tuple[trio.socket.SocketType, trio.socket.SocketType],
+) -> None:
     # Fill the pipe, then a send that blocks is cancelled: what the peer gets is
     # exactly what the send calls reported.
     client, server = pair
@@ -675,7 +681,7 @@ async def test_close_while_recv_is_blocked(pair: tuple[trio.socket.SocketType, t
 
 
 async def test_close_while_send_is_blocked(pair: tuple[trio.socket.SocketType, trio.socket.SocketType]) -> None:
-    client, server = pair
+    client, _server = pair
     async with trio.open_nursery() as nursery:
         errors: list[BaseException] = []
 

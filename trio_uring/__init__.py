@@ -5,6 +5,7 @@
     trio_uring.install()          # or: every trio.run from now on uses io_uring
 """
 
+from . import socket  # also installs the socket layer
 from ._install import (
     check_available,
     install,
@@ -17,12 +18,12 @@ from ._install import (
 )
 from ._iomanager import UringIOManager, UringStatistics
 from ._ring import UringUnavailableError
-from . import socket  # noqa: E402  (also installs the socket layer)
 from ._stream import (
     UringSocketListener,
     UringSocketStream,
     open_tcp_listeners,
     open_tcp_stream,
+    serve_listeners,
     serve_tcp,
 )
 
@@ -42,6 +43,7 @@ __all__ = [
     "open_tcp_listeners",
     "open_tcp_stream",
     "run",
+    "serve_listeners",
     "serve_tcp",
     "socket",
     "start_guest_run",

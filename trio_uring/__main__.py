@@ -122,7 +122,7 @@ def _open_ring() -> Ring:
     """A small ring, set up as a plain run's ring is."""
     if _COOP_TASKRUN is not None:
         try:
-            return Ring(8, 16, coop_taskrun=True)  # type: ignore[call-arg]
+            return Ring(8, 16, coop_taskrun=True)
         except TypeError:
             pass
     return Ring(8, 16)
@@ -141,7 +141,8 @@ def check() -> bool:
     else:
         print(f"io_uring_disabled:   {disabled} ({_DISABLED_MEANING.get(disabled, 'unknown value')})")
     mode = _seccomp_mode()
-    seccomp = {"0": "none", "1": "strict", "2": "filter (a container's profile, or systemd's)"}.get(mode or "", "unknown")
+    seccomp_modes = {"0": "none", "1": "strict", "2": "filter (a container's profile, or systemd's)"}
+    seccomp = seccomp_modes.get(mode or "", "unknown")
     print(f"seccomp:             {seccomp}")
     try:
         ring = _open_ring()
@@ -152,7 +153,10 @@ def check() -> bool:
         return False
     try:
         flags = [name for bit, name in _SETUP_FLAG_NAMES.items() if ring.setup_flags & bit]
-        print(f"io_uring:            available (ring fd {ring.fd}, setup flags {ring.setup_flags:#x}: {' | '.join(flags)})")
+        print(
+            f"io_uring:            available (ring fd {ring.fd}, "
+            f"setup flags {ring.setup_flags:#x}: {' | '.join(flags)})"
+        )
         print()
         print(f"  {'feature':<22} {'since':<6} {'here':<5} use")
         for name, (bit, since) in REQUIRED_FEATURES.items():

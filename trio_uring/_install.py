@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import trio
 import trio._core._run as _trio_run
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Sequence
 
     from trio.abc import Clock, Instrument
-    from trio.lowlevel import Task  # noqa: F401
 
 __all__ = [
     "check_available",
@@ -45,9 +44,24 @@ __all__ = [
 
 T = TypeVar("T")
 
+# The patch point: the module global of trio._core._run that Trio's runner calls.
+# Trio declares it as the platform's own class (EpollIOManager on Linux), and as a
+# name it imported rather than defined, so it is read and replaced by name here.
+_PATCH_POINT: Final = "TheIOManager"
+
+
+def _io_manager_class() -> type[object]:
+    cls: type[object] = getattr(_trio_run, _PATCH_POINT)
+    return cls
+
+
+def _set_io_manager_class(cls: type[object]) -> None:
+    setattr(_trio_run, _PATCH_POINT, cls)
+
+
 # The backend Trio chose at import (EpollIOManager on Linux).
-_stock_io_manager: Any = _trio_run.TheIOManager
-_before_install: Any = None
+_stock_io_manager: type[object] = _io_manager_class()
+_before_install: type[object] | None = None
 _thread = threading.local()
 _lock = threading.Lock()
 _availability: UringUnavailableError | bool | None = None
@@ -56,7 +70,7 @@ _availability: UringUnavailableError | bool | None = None
 class _PerThreadIOManager:
     """Stands in for ``TheIOManager``: builds the manager the calling thread asked for."""
 
-    def __new__(cls) -> Any:  # type: ignore[misc]
+    def __new__(cls) -> Any:
         return (getattr(_thread, "io_manager", None) or _stock_io_manager)()
 
 
@@ -86,7 +100,7 @@ def is_available() -> bool:
 
 def is_installed() -> bool:
     """Whether plain ``trio.run`` currently uses io_uring (see `install`)."""
-    return _trio_run.TheIOManager is UringIOManager
+    return _io_manager_class() is UringIOManager
 
 
 def install(*, fallback: bool = False) -> bool:
@@ -106,8 +120,8 @@ def install(*, fallback: bool = False) -> bool:
         return False
     with _lock:
         if not is_installed():
-            _before_install = _trio_run.TheIOManager
-            _trio_run.TheIOManager = UringIOManager
+            _before_install = _io_manager_class()
+            _set_io_manager_class(UringIOManager)
     return True
 
 
@@ -116,7 +130,7 @@ def uninstall() -> None:
     global _before_install
     with _lock:
         if is_installed():
-            _trio_run.TheIOManager = _before_install or _stock_io_manager
+            _set_io_manager_class(_before_install or _stock_io_manager)
             _before_install = None
 
 
@@ -140,10 +154,10 @@ def _this_thread_uses_uring() -> Iterator[None]:
     check_available()
     global _stock_io_manager
     with _lock:
-        current = _trio_run.TheIOManager
+        current = _io_manager_class()
         if current is not _PerThreadIOManager:
             _stock_io_manager = current
-            _trio_run.TheIOManager = _PerThreadIOManager
+            _set_io_manager_class(_PerThreadIOManager)
     previous = getattr(_thread, "io_manager", None)
     _thread.io_manager = UringIOManager
     try:

@@ -71,6 +71,8 @@ class _WakeupRead(Op):
 
     __slots__ = ("manager",)
 
+    manager: UringIOManager
+
     def on_cqe(self, res: int, flags: int, reschedule: Callable[[Task], None]) -> None:
         self.manager._arm_wakeup()
 
@@ -119,7 +121,7 @@ class UringIOManager:
             self._wake_fd, BACKGROUND, self._ring.prep_read, self._wake_fd, self._wake_buf, 8, 0,
             keep=self._wake_buf, op_class=_WakeupRead,
         )
-        op.manager = self  # type: ignore[attr-defined]
+        op.manager = self
 
     # ------------------------------------------------------------ runner hooks
 

@@ -104,7 +104,7 @@ from __future__ import annotations
 
 import errno
 import itertools
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar, overload
 
 import outcome
 import trio
@@ -146,9 +146,10 @@ RECV_BUFFERS: Final = 1024
 RECV_BUFFER_SIZE: Final = 16384
 RECV_BUFFER_GROUP: Final = 0
 
-# Records of ops the kernel never finished with when their ring closed: their
-# buffers must outlive the ring (the kernel may still write into them).
-_unfinished: list[Op] = []
+# Records of ops the kernel never finished with when their ring closed (and the
+# buffer ring they may receive into): their buffers must outlive the ring (the
+# kernel may still write into them).
+_unfinished: list[object] = []
 
 #: The ops in flight on one fd: ``[reader, writer, background ops (a set) or None]``.
 FdOps = list
@@ -173,6 +174,9 @@ class Op:
     """
 
     __slots__ = ("cancelled", "fd", "fd_ops", "flags", "keep", "raise_cancel", "res", "slot", "task", "user_data")
+
+    # Set by OpDriver.wait's abort, before CANCELLED is: Trio's way to raise Cancelled.
+    raise_cancel: Callable[[], NoReturn]
 
     # A readiness waiter owns no memory: notify_closing wakes it at once.
     wake_on_close = False
@@ -223,11 +227,14 @@ class RecvOp(Op):
 
     __slots__ = ("data",)
 
+    keep: BufferRing
+    data: bytes  # set by the CQE when it carries a buffer (res > 0)
+
     def on_cqe(self, res: int, flags: int, reschedule: Callable[[Task], None]) -> None:
         if flags & CQE_F_BUFFER:
             # Copy the bytes out and give the buffer back now, whoever (if anyone)
             # still waits for them.
-            self.data = self.keep.take(flags, res)  # type: ignore[attr-defined]
+            self.data = self.keep.take(flags, res)
         super().on_cqe(res, flags, reschedule)
 
 
@@ -244,12 +251,17 @@ class PollOp(Op):
     __slots__ = ("wanted",)
     wake_on_close = True
 
+    wanted: int  # the poll events that end the wait
+
     def on_cqe(self, res: int, flags: int, reschedule: Callable[[Task], None]) -> None:
         if self.task is None:
             return  # an orphan (aborted, or its fd closed), or already delivered
         if flags & CQE_F_MORE and res >= 0 and not res & self.wanted:
             return  # a multishot poll woken for something we did not ask for
         super().on_cqe(res, flags, reschedule)
+
+
+_OpT = TypeVar("_OpT", bound=Op)
 
 
 class OpDriver:
@@ -286,6 +298,14 @@ class OpDriver:
         return buf
 
     # ---------------------------------------------------------------- start
+
+    @overload
+    def start(self, fd: int, slot: int, prep: Callable[..., int], *args: object, keep: object = None) -> Op: ...
+
+    @overload
+    def start(
+        self, fd: int, slot: int, prep: Callable[..., int], *args: object, keep: object = None, op_class: type[_OpT]
+    ) -> _OpT: ...
 
     def start(
         self,
@@ -359,7 +379,7 @@ class OpDriver:
         """
         op.task = current_task()
 
-        def abort(raise_cancel: Callable[[], Any]) -> Abort:
+        def abort(raise_cancel: Callable[[], NoReturn]) -> Abort:
             if self.closed:  # the ring was drained: the kernel holds nothing
                 op.task = None
                 return Abort.SUCCEEDED
@@ -396,7 +416,7 @@ class OpDriver:
         multishot = 0
         while True:
             op = self.start(fd, slot, self.ring.prep_poll_add, fd, events, multishot, op_class=PollOp)
-            op.wanted = events | POLLERR | POLLHUP | POLLNVAL  # type: ignore[attr-defined]
+            op.wanted = events | POLLERR | POLLHUP | POLLNVAL
             op.task = current_task()
 
             def abort(_: object, op: Op = op) -> Abort:
@@ -414,7 +434,7 @@ class OpDriver:
                 raise os_error(-op.res)
             if multishot:
                 self.cancel(op)  # it would go on posting; we have what we waited for
-            if op.res & op.wanted:  # type: ignore[attr-defined]
+            if op.res & op.wanted:
                 return
             # io_uring reports EPOLLRDHUP whether asked or not (the kernel's
             # IO_POLL_UNMASK), so a POLLOUT poll also ends when the peer shuts down
@@ -506,7 +526,7 @@ class OpDriver:
         """
         ops = self.ops
         it = iter(cqes)
-        for user_data, res, flags in zip(it, it, it):
+        for user_data, res, flags in zip(it, it, it):  # noqa: B905  (whole triples by construction)
             if flags & CQE_F_MORE:
                 op = ops.get(user_data)
                 if op is not None:
@@ -538,7 +558,7 @@ class OpDriver:
         self.closed = True
         if self._buffers is not None:
             if _unfinished:
-                _unfinished.append(self._buffers)  # type: ignore[arg-type]
+                _unfinished.append(self._buffers)
             else:
                 self._buffers.close()
 

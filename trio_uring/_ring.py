@@ -19,7 +19,7 @@ import math
 import os
 import weakref
 from functools import partial
-from typing import Final
+from typing import Final, NoReturn
 
 from ._ring_cffi import ffi, lib
 
@@ -254,7 +254,7 @@ class Ring:
         self.sq_entries: int = r.sq_entries
         self.cq_entries: int = r.cq_entries
 
-        self._reap_max = r.cq_entries
+        self._reap_max: int = r.cq_entries
         self._reap_buf = ffi.new("int64_t[]", 3 * self._reap_max)
 
         self.prep_nop = partial(lib.tu_prep_nop, r)
@@ -337,14 +337,15 @@ class Ring:
             if n < 0:
                 self.raise_prep_error(n)
             return []
-        return ffi.unpack(self._reap_buf, 3 * n)
+        cqes: list[int] = ffi.unpack(self._reap_buf, 3 * n)
+        return cqes
 
     @property
     def reap_batch(self) -> int:
         """Most CQEs one `reap` returns."""
         return self._reap_max
 
-    def raise_prep_error(self, rc: int) -> None:
+    def raise_prep_error(self, rc: int) -> NoReturn:
         if rc == TU_ERR_FORKED:
             raise RuntimeError(
                 "trio_uring: this io_uring belongs to the parent process; a fork() child "

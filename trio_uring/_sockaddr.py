@@ -20,7 +20,7 @@ from typing import Any
 
 from ._ring_cffi import ffi
 
-__all__ = ["MsgHdr", "decode", "encode", "encode_ancdata", "decode_ancdata"]
+__all__ = ["MsgHdr", "decode", "decode_ancdata", "encode", "encode_ancdata"]
 
 AF_INET = _stdlib_socket.AF_INET
 AF_INET6 = _stdlib_socket.AF_INET6
@@ -55,8 +55,10 @@ def encode(family: int, address: Any, method: str = "connect") -> bytes | None:
         return b"".join((struct.pack("=H", AF_INET), struct.pack("!H", _port(port, method)), packed, bytes(8)))
     if family == AF_INET6:
         if not isinstance(address, tuple) or not 2 <= len(address) <= 4:
-            raise TypeError(f"AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]]), not {type(address).__name__}")
-        host, port, flowinfo, scope_id = (tuple(address) + (0, 0))[:4]
+            raise TypeError(
+                f"AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]]), not {type(address).__name__}"
+            )
+        host, port, flowinfo, scope_id = (*address, 0, 0)[:4]
         if not 0 <= flowinfo <= 0xFFFFF:
             raise OverflowError(f"{method}(): flowinfo must be 0-1048575.")
         host, _, scope_name = host.partition("%")
@@ -111,9 +113,13 @@ def encode_ancdata(ancdata: Iterable[tuple[int, int, Any]]) -> bytes:
     out = bytearray()
     for item in ancdata:
         if not isinstance(item, (tuple, list)):
-            raise TypeError(f"[sendmsg() ancillary data items]() argument must be 3-item sequence, not {type(item).__name__}")
+            raise TypeError(
+                f"[sendmsg() ancillary data items]() argument must be 3-item sequence, not {type(item).__name__}"
+            )
         if len(item) != 3:
-            raise TypeError(f"[sendmsg() ancillary data items]() argument must be sequence of length 3, not {len(item)}")
+            raise TypeError(
+                f"[sendmsg() ancillary data items]() argument must be sequence of length 3, not {len(item)}"
+            )
         level, kind, data = item
         level, kind = operator.index(level), operator.index(kind)
         data = bytes(data)
@@ -204,4 +210,5 @@ class MsgHdr:
     def received_control(self) -> bytes:
         if self.control == ffi.NULL:
             return b""
-        return ffi.buffer(self.control, self.hdr.msg_controllen)[:]
+        control: bytes = ffi.buffer(self.control, self.hdr.msg_controllen)[:]
+        return control

@@ -42,7 +42,7 @@ import os
 import socket as _stdlib_socket
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import trio
 from trio._core._run import GLOBAL_RUN_CONTEXT
@@ -82,7 +82,7 @@ def _would_block(res: int) -> bool:
 def _driver() -> OpDriver | None:
     """The running io_uring backend's op driver; None under another backend."""
     try:
-        io_manager = GLOBAL_RUN_CONTEXT.runner.io_manager
+        io_manager: object = GLOBAL_RUN_CONTEXT.runner.io_manager  # Trio's type: its own backend
     except AttributeError:
         raise RuntimeError("must be called from async context") from None
     return io_manager._driver if isinstance(io_manager, UringIOManager) else None
@@ -90,13 +90,13 @@ def _driver() -> OpDriver | None:
 
 def _driver_if_running() -> OpDriver | None:
     try:
-        io_manager = GLOBAL_RUN_CONTEXT.runner.io_manager
+        io_manager: object = GLOBAL_RUN_CONTEXT.runner.io_manager  # Trio's type: its own backend
     except AttributeError:
         return None
     return io_manager._driver if isinstance(io_manager, UringIOManager) else None
 
 
-async def _raise_after_checkpoint(exc: BaseException) -> None:
+async def _raise_after_checkpoint(exc: BaseException) -> NoReturn:
     # Trio raises a call's synchronous errors (bad arguments, closed socket) after a
     # cancel-shielded schedule point, so the call is a checkpoint either way.
     await cancel_shielded_checkpoint()
@@ -109,7 +109,11 @@ def _nbytes(nbytes: int, available: int, method: str) -> int:
     if nbytes == 0:
         return available
     if nbytes > available:
-        raise ValueError(f"nbytes is greater than the length of the buffer" if method == "recvfrom_into" else "buffer too small for requested bytes")
+        raise ValueError(
+            "nbytes is greater than the length of the buffer"
+            if method == "recvfrom_into"
+            else "buffer too small for requested bytes"
+        )
     return nbytes
 
 
@@ -237,7 +241,7 @@ class UringSocket(_SocketType):
 
     # ---------------------------------------------------------------- accept
 
-    async def accept(self) -> tuple[UringSocket, Any]:
+    async def accept(self) -> tuple[trio.socket.SocketType, Any]:
         """Like `socket.socket.accept`, but async: connections come from a multishot
         IORING_OP_ACCEPT armed on the first call and queued between calls."""
         if _driver() is None:
@@ -245,7 +249,7 @@ class UringSocket(_SocketType):
                 # Connections an io_uring run accepted ahead are still ours to hand out.
                 await trio.lowlevel.checkpoint()
                 return self._wrap_accepted(self._accepts.ready.popleft())
-            return await super().accept()  # type: ignore[return-value]
+            return await super().accept()
         while True:
             fd = await self._accept_fd()
             try:
@@ -259,7 +263,8 @@ class UringSocket(_SocketType):
         """`accept` without the peer's address (a stream does not need it: one
         getpeername syscall less per connection)."""
         fd = await self._accept_fd()
-        return UringSocket(_stdlib_socket.socket(self._sock.family, self._sock.type | SOCK_NONBLOCK, self._sock.proto, fd))
+        sock = self._sock
+        return UringSocket(_stdlib_socket.socket(sock.family, sock.type | SOCK_NONBLOCK, sock.proto, fd))
 
     async def _accept_fd(self) -> int:
         driver = _driver()
@@ -300,7 +305,7 @@ class UringSocket(_SocketType):
 
     # ---------------------------------------------------------------- send
 
-    async def send(self, data: Any, flags: int = 0, /) -> int:  # type: ignore[override]
+    async def send(self, data: Any, flags: int = 0, /) -> int:
         driver = _driver()
         if driver is None:
             return await super().send(data, flags)
@@ -330,7 +335,7 @@ class UringSocket(_SocketType):
             keep=cbuf, borrowed=cbuf,
         )
 
-    async def sendto(self, *args: Any) -> int:  # type: ignore[override]
+    async def sendto(self, *args: Any) -> int:
         """Like `socket.socket.sendto`, but async: ``sendto(data[, flags], address)``."""
         driver = _driver()
         if driver is None or len(args) not in (2, 3) or self.family not in _ENCODED_FAMILIES:
@@ -339,7 +344,7 @@ class UringSocket(_SocketType):
         address = await self._resolve_address_nocp(address, local=False)
         return await self._sendmsg(driver, [data], (), flags, address, "sendto")
 
-    async def sendmsg(  # type: ignore[override]
+    async def sendmsg(
         self,
         buffers: Iterable[Any],
         ancdata: Iterable[tuple[int, int, Any]] = (),
@@ -354,13 +359,22 @@ class UringSocket(_SocketType):
             address = await self._resolve_address_nocp(address, local=False)
         return await self._sendmsg(driver, buffers, ancdata, flags, address, "sendmsg")
 
-    async def _sendmsg(self, driver: OpDriver, buffers: Iterable[Any], ancdata: Iterable[tuple[int, int, Any]], flags: int, address: Any, method: str) -> int:
+    async def _sendmsg(
+        self,
+        driver: OpDriver,
+        buffers: Iterable[Any],
+        ancdata: Iterable[tuple[int, int, Any]],
+        flags: int,
+        address: Any,
+        method: str,
+    ) -> int:
         await checkpoint_if_cancelled()
         fd = self._sock.fileno()
         msg = None
         try:
             name = _sockaddr.encode(self.family, address, method) if address is not None else None
-            msg = _sockaddr.MsgHdr(buffers, writable=False, name=name, control=_sockaddr.encode_ancdata(ancdata) or None)
+            control = _sockaddr.encode_ancdata(ancdata) or None
+            msg = _sockaddr.MsgHdr(buffers, writable=False, name=name, control=control)
             res = driver.try_now(driver.ring.prep_sendmsg, fd, msg.hdr, int(flags) | MSG_DONTWAIT)
         except BaseException as exc:
             if msg is not None:
@@ -372,11 +386,13 @@ class UringSocket(_SocketType):
                 await _raise_after_checkpoint(os_error(-res))
             await cancel_shielded_checkpoint()
             return res
-        return await self._op(driver, WRITE, driver.ring.prep_sendmsg, msg.hdr, int(flags) & _NOT_DONTWAIT, keep=msg, borrowed=msg)
+        return await self._op(
+            driver, WRITE, driver.ring.prep_sendmsg, msg.hdr, int(flags) & _NOT_DONTWAIT, keep=msg, borrowed=msg
+        )
 
     # ---------------------------------------------------------------- recv
 
-    async def recv(self, bufsize: int, flags: int = 0, /) -> bytes:  # type: ignore[override]
+    async def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
         driver = _driver()
         if driver is None:
             return await super().recv(bufsize, flags)
@@ -392,7 +408,7 @@ class UringSocket(_SocketType):
         except BaseException as exc:
             await _raise_after_checkpoint(exc)
         if res >= 0:
-            data = ffi.unpack(scratch, res)
+            data: bytes = ffi.unpack(scratch, res)
             await cancel_shielded_checkpoint()
             return data
         if not _would_block(res):
@@ -415,9 +431,9 @@ class UringSocket(_SocketType):
                 if exc.errno == _ENOBUFS:  # more receives landed at once than buffers: again
                     continue
                 raise
-            return op.data if n else b""  # type: ignore[attr-defined,no-any-return]
+            return op.data if n else b""
 
-    async def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:  # type: ignore[override]
+    async def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         driver = _driver()
         if driver is None:
             return await super().recv_into(buffer, nbytes, flags)
@@ -442,7 +458,7 @@ class UringSocket(_SocketType):
             driver, READ, driver.ring.prep_recv, cbuf, nbytes, int(flags) & _NOT_DONTWAIT, keep=cbuf, borrowed=cbuf
         )
 
-    async def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:  # type: ignore[override]
+    async def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:
         driver = _driver()
         if driver is None or self.family not in _ENCODED_FAMILIES:
             return await super().recvfrom(bufsize, flags)
@@ -456,7 +472,7 @@ class UringSocket(_SocketType):
         n, _, _, address = await self._recvmsg(driver, [buf], 0, flags)
         return bytes(buf[:n]), address
 
-    async def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:  # type: ignore[override]
+    async def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
         driver = _driver()
         if driver is None or self.family not in _ENCODED_FAMILIES:
             return await super().recvfrom_into(buffer, nbytes, flags)
@@ -469,7 +485,9 @@ class UringSocket(_SocketType):
         n, _, _, address = await self._recvmsg(driver, [view], 0, flags)
         return n, address
 
-    async def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0, /) -> tuple[bytes, list[tuple[int, int, bytes]], int, Any]:  # type: ignore[override]
+    async def recvmsg(
+        self, bufsize: int, ancbufsize: int = 0, flags: int = 0, /
+    ) -> tuple[bytes, list[tuple[int, int, bytes]], int, Any]:
         driver = _driver()
         if driver is None or self.family not in _ENCODED_FAMILIES:
             return await super().recvmsg(bufsize, ancbufsize, flags)
@@ -483,14 +501,18 @@ class UringSocket(_SocketType):
         n, ancdata, msg_flags, address = await self._recvmsg(driver, [buf], ancbufsize, flags)
         return bytes(buf[:n]), ancdata, msg_flags, address
 
-    async def recvmsg_into(self, buffers: Iterable[Any], ancbufsize: int = 0, flags: int = 0, /) -> tuple[int, list[tuple[int, int, bytes]], int, Any]:  # type: ignore[override]
+    async def recvmsg_into(
+        self, buffers: Iterable[Any], ancbufsize: int = 0, flags: int = 0, /
+    ) -> tuple[int, list[tuple[int, int, bytes]], int, Any]:
         driver = _driver()
         if driver is None or self.family not in _ENCODED_FAMILIES:
             return await super().recvmsg_into(buffers, ancbufsize, flags)
         await checkpoint_if_cancelled()
         return await self._recvmsg(driver, buffers, ancbufsize, flags)
 
-    async def _recvmsg(self, driver: OpDriver, buffers: Iterable[Any], ancbufsize: int, flags: int) -> tuple[int, list[tuple[int, int, bytes]], int, Any]:
+    async def _recvmsg(
+        self, driver: OpDriver, buffers: Iterable[Any], ancbufsize: int, flags: int
+    ) -> tuple[int, list[tuple[int, int, bytes]], int, Any]:
         fd = self._sock.fileno()
         msg = None
         try:
@@ -512,7 +534,9 @@ class UringSocket(_SocketType):
             n = res
         else:
             msg.reset()  # the waiting op starts from a clean msghdr
-            n = await self._op(driver, READ, driver.ring.prep_recvmsg, msg.hdr, int(flags) & _NOT_DONTWAIT, keep=msg, borrowed=msg)
+            n = await self._op(
+                driver, READ, driver.ring.prep_recvmsg, msg.hdr, int(flags) & _NOT_DONTWAIT, keep=msg, borrowed=msg
+            )
         address = _sockaddr.decode(self.family, msg.received_name())
         return n, _sockaddr.decode_ancdata(msg.received_control()), msg.hdr.msg_flags, address
 
@@ -527,6 +551,8 @@ class _MultishotAccept(Op):
     """One arming of a listener's multishot ACCEPT: many CQEs, one per connection."""
 
     __slots__ = ("queue",)
+
+    queue: _AcceptQueue
 
     def on_cqe(self, res: int, flags: int, reschedule: Callable[[Task], None]) -> None:
         self.queue.completed(self, res, flags)
@@ -669,7 +695,9 @@ def _wrap_created(res: int, family: int, type: int, proto: int) -> UringSocket:
 class UringSocketFactory(trio.abc.SocketFactory):
     """The per-run socket factory the io_uring backend installs: `socket`."""
 
-    def socket(self, family: int = _stdlib_socket.AF_INET, type: int = _stdlib_socket.SOCK_STREAM, proto: int = 0) -> trio.socket.SocketType:  # type: ignore[override]
+    def socket(
+        self, family: int = _stdlib_socket.AF_INET, type: int = _stdlib_socket.SOCK_STREAM, proto: int = 0
+    ) -> trio.socket.SocketType:
         return socket(family, type, proto)
 
 

@@ -36,7 +36,13 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Final, overload
 
 import trio
-from trio.lowlevel import Abort, cancel_shielded_checkpoint, checkpoint_if_cancelled, current_task, wait_task_rescheduled
+from trio.lowlevel import (
+    Abort,
+    cancel_shielded_checkpoint,
+    checkpoint_if_cancelled,
+    current_task,
+    wait_task_rescheduled,
+)
 
 from ._lifecycle import BACKGROUND, CLOSED, WRITE, Op, OpDriver, protect_from_keyboard_interrupt
 from ._ring import CQE_F_BUFFER, CQE_F_MORE, NOT_SUBMITTED
@@ -48,7 +54,16 @@ if TYPE_CHECKING:
 
     from trio.lowlevel import Task
 
-__all__ = ["UringSocketListener", "UringSocketStream", "open_tcp_listeners", "open_tcp_stream", "serve_listeners", "serve_tcp"]
+    from ._ring import BufferRing
+
+__all__ = [
+    "UringSocketListener",
+    "UringSocketStream",
+    "open_tcp_listeners",
+    "open_tcp_stream",
+    "serve_listeners",
+    "serve_tcp",
+]
 
 DEFAULT_RECEIVE_SIZE: Final = 65536
 _EAGAIN: Final = -errno.EAGAIN
@@ -79,15 +94,18 @@ class _ReadAhead(Op):
 
     __slots__ = ("stream",)
 
+    stream: UringSocketStream
+    keep: BufferRing
+
     def on_cqe(self, res: int, flags: int, reschedule: Callable[[Task], None]) -> None:
         stream = self.stream
         if res > 0:
-            stream._chunks.append(self.keep.take(flags, res))  # type: ignore[attr-defined]
+            stream._chunks.append(self.keep.take(flags, res))
             stream._buffered += res
             if stream._buffered > stream.read_ahead_limit and flags & CQE_F_MORE and stream._op is self:
                 stream._driver.cancel(self)  # enough queued: the kernel keeps the rest
         elif flags & CQE_F_BUFFER:
-            self.keep.take(flags, 0)  # type: ignore[attr-defined]  # give the buffer back
+            self.keep.take(flags, 0)  # give the buffer back
         if not flags & CQE_F_MORE:
             stream._ended(self, res)
         task = stream._task
@@ -316,11 +334,15 @@ class UringSocketStream(trio.abc.HalfCloseableStream):
                 size += len(part)
             data = b"".join(parts)
         self._buffered -= len(data)
-        if self._op is None and not (self._eof or self._closed) and self._error is None:
-            if self._buffered <= self.read_ahead_limit // 2:
-                fd = self._sock.fileno()
-                if fd != -1:
-                    self._arm(self._driver, fd)  # stopped when full: resume as the queue drains
+        if (
+            self._op is None
+            and not (self._eof or self._closed)
+            and self._error is None
+            and self._buffered <= self.read_ahead_limit // 2
+        ):
+            fd = self._sock.fileno()
+            if fd != -1:
+                self._arm(self._driver, fd)  # stopped when full: resume as the queue drains
         return data
 
     def _arm(self, driver: OpDriver, fd: int) -> None:
@@ -444,7 +466,7 @@ class UringSocketListener(trio.abc.Listener[UringSocketStream]):
         while True:
             try:
                 if isinstance(self.socket, UringSocket) and _driver() is not None:
-                    sock = await self.socket._accept_socket()
+                    sock: trio.socket.SocketType = await self.socket._accept_socket()
                     return UringSocketStream(sock, _inherited_sockopts=True)
                 sock, _ = await self.socket.accept()
             except OSError as exc:
@@ -470,7 +492,9 @@ _IGNORED_ACCEPT_ERRNOS: Final = frozenset(
 # ---------------------------------------------------------------- Trio's entry points
 
 
-async def open_tcp_listeners(port: int, *, host: str | bytes | None = None, backlog: int | None = None) -> list[trio.abc.Listener[Any]]:
+async def open_tcp_listeners(
+    port: int, *, host: str | bytes | None = None, backlog: int | None = None
+) -> list[trio.abc.Listener[Any]]:
     """`trio.open_tcp_listeners`, returning `UringSocketListener` objects."""
     listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
     if _driver_if_running() is None:
@@ -511,7 +535,9 @@ async def serve_listeners(
         task_status.started(list(listeners))
 
 
-async def _serve_one_listener(listener: trio.abc.Listener[Any], handler_nursery: trio.Nursery, handler: Callable[[Any], Awaitable[object]]) -> None:
+async def _serve_one_listener(
+    listener: trio.abc.Listener[Any], handler_nursery: trio.Nursery, handler: Callable[[Any], Awaitable[object]]
+) -> None:
     async with listener:
         while True:
             try:
@@ -552,7 +578,9 @@ async def open_tcp_stream(
     local_address: str | None = None,
 ) -> trio.abc.HalfCloseableStream:
     """`trio.open_tcp_stream`, returning a `UringSocketStream`."""
-    stream = await trio.open_tcp_stream(host, port, happy_eyeballs_delay=happy_eyeballs_delay, local_address=local_address)
+    stream = await trio.open_tcp_stream(
+        host, port, happy_eyeballs_delay=happy_eyeballs_delay, local_address=local_address
+    )
     if _driver_if_running() is None:
         return stream
     return UringSocketStream(stream.socket, _inherited_sockopts=True)  # SocketStream set them

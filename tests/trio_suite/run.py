@@ -46,7 +46,7 @@ def main() -> int:
     ]
     for test_id, _reason in allowances():
         args += ["--deselect", test_id]
-    args += sys.argv[1:] + [trio_dir]
+    args += [*sys.argv[1:], trio_dir]
     print("Trio's own test suite on io_uring; allowances:", file=sys.stderr)
     for test_id, reason in allowances():
         print(f"  {test_id}: {reason}", file=sys.stderr)
