@@ -157,13 +157,15 @@ def test_console_script() -> None:
 # ---------------------------------------------------------------- demo
 
 
-def test_demo_compares_both_backends() -> None:
-    proc = cli("demo", "-c", "2", "-d", "0.3")
+def test_demo_compares_the_three_forms() -> None:
+    proc = cli("demo", "-c", "4", "-d", "0.3", "-r", "1")
     assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
-    for backend in ("epoll", "io_uring"):
-        assert re.search(rf"^  {backend} +done: [\d,]+ round trips in 0\.3 s$", proc.stdout, re.M)
-        assert re.search(rf"^  {backend} +[\d,]+ +[\d.]+x +0$", proc.stdout, re.M), proc.stdout
-    assert "\r" not in proc.stdout  # the live progress line is for terminals only
+    assert "driven by a C client" in proc.stdout
+    for form in ("epoll", "io_uring", "streams"):
+        assert re.search(rf"^  round 1/1  {form} +[\d,]+ round trips/s$", proc.stdout, re.M), proc.stdout
+    labels = ("trio.serve_tcp on Trio's epoll", "trio.serve_tcp on io_uring \\(drop-in\\)", "trio_uring.serve_tcp on io_uring")
+    for label in labels:
+        assert re.search(rf"^  {label} +[1-9][\d,]* +[\d.]+x +0$", proc.stdout, re.M), proc.stdout
 
 
 def test_demo_without_io_uring_says_why() -> None:
