@@ -163,7 +163,11 @@ def test_demo_compares_the_three_forms() -> None:
     assert "driven by a C client" in proc.stdout
     for form in ("epoll", "io_uring", "streams"):
         assert re.search(rf"^  round 1/1  {form} +[\d,]+ round trips/s$", proc.stdout, re.M), proc.stdout
-    labels = ("trio.serve_tcp on Trio's epoll", "trio.serve_tcp on io_uring \\(drop-in\\)", "trio_uring.serve_tcp on io_uring")
+    labels = (
+        "trio.serve_tcp on Trio's epoll",
+        "trio.serve_tcp on io_uring \\(drop-in\\)",
+        "trio_uring.serve_tcp on io_uring",
+    )
     for label in labels:
         assert re.search(rf"^  {label} +[1-9][\d,]* +[\d.]+x +0$", proc.stdout, re.M), proc.stdout
 
