@@ -99,6 +99,7 @@ class UringIOManager:
         self._closing = False
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._wake_buf = ffi.new("uint64_t *")
+        self._wakeup: Op | None = None  # the armed wake-up read
 
     def _start(self) -> Callable[[Task], None]:
         # First call from the runner: it exists now (it did not in __init__), and
@@ -122,6 +123,7 @@ class UringIOManager:
             keep=self._wake_buf, op_class=_WakeupRead,
         )
         op.manager = self
+        self._wakeup = op
 
     # ------------------------------------------------------------ runner hooks
 
@@ -183,10 +185,12 @@ class UringIOManager:
                 reading += 1
             if writer is not None and writer.task is not None:
                 writing += 1
+        ops = self._driver.ops
+        wakeup = self._wakeup
         return UringStatistics(
             tasks_waiting_read=reading,
             tasks_waiting_write=writing,
-            ops_in_flight=len(self._driver.ops) - (not self._closing),
+            ops_in_flight=len(ops) - (wakeup is not None and wakeup.user_data in ops),
             ops_submitted=self._ring.ops_submitted(),
         )
 
