@@ -303,3 +303,51 @@ def test_cancellation_storm_on_a_tiny_ring(tiny_ring: Callable[..., Any]) -> Non
     assert result["server_data_conns"] == result["client_conns"]
     assert result["accepted"] == sum(result["client_conns"].values()) + result["leftovers"]
     assert open_fds() == fds
+
+
+class TinyBufferRingIOManager(trio_uring.UringIOManager):
+    recv_buffers = 2
+    recv_buffer_size = 64
+
+
+def test_provided_buffers_running_out_loses_nothing(stock_trio: None) -> None:
+    # 64 receives wait; data arrives for all of them at once, and the buffer ring has
+    # 2 buffers: most complete with ENOBUFS and are submitted again (data stays in
+    # the socket meanwhile), until every one has its own bytes.
+    import trio._core._run as trio_run
+
+    async def main() -> tuple[int, int]:
+        # Senders are stdlib sockets so that all 64 sends happen without a yield.
+        raw = [stdlib_socket.socketpair() for _ in range(64)]
+        pairs = [(a, trio.socket.from_stdlib_socket(b)) for a, b in raw]
+        got: dict[int, bytes] = {}
+        recvs_before = trio.lowlevel.current_statistics().io_statistics.ops_submitted.get("RECV", 0)
+
+        async def receive(i: int, sock: trio.socket.SocketType) -> None:
+            data = b""
+            while len(data) < 200:
+                data += await sock.recv(1000)
+            got[i] = data
+
+        async with trio.open_nursery() as nursery:
+            for i, (_, b) in enumerate(pairs):
+                nursery.start_soon(receive, i, b)
+            await trio.testing.wait_all_tasks_blocked()
+            for i, (a, _) in enumerate(pairs):
+                a.send(bytes([i]) * 200)
+        recvs = trio.lowlevel.current_statistics().io_statistics.ops_submitted["RECV"] - recvs_before
+        for a, b in pairs:
+            a.close()
+            b.close()
+        assert got == {i: bytes([i]) * 200 for i in range(64)}
+        return recvs, len(got)
+
+    saved = trio_run.TheIOManager
+    trio_run.TheIOManager = TinyBufferRingIOManager
+    try:
+        recvs, receivers = trio.run(main)
+    finally:
+        trio_run.TheIOManager = saved
+    # Each receive: one attempt at once (EAGAIN), then waiting RECVs; with 2 buffers
+    # for 64 receivers, many waiting RECVs ended in ENOBUFS and were submitted again.
+    assert recvs > 3 * receivers

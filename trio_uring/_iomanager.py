@@ -89,11 +89,17 @@ class UringIOManager:
     #: does not fit.
     sq_entries = 512
     cq_entries = 8192
+    #: The provided-buffer ring for waiting receives: how many buffers, how big
+    #: (power of two count). A waiting receive holds no buffer; one is taken when
+    #: data arrives and given back once its bytes are copied out, so only the
+    #: receives completing in one tick compete for them (more: ENOBUFS, retried).
+    recv_buffers = 1024
+    recv_buffer_size = 16384
 
     def __init__(self) -> None:
         # Set up here, so an unusable io_uring fails trio.run at once with the reason.
         self._ring = ring = Ring(self.sq_entries, self.cq_entries, coop_taskrun=True)
-        self._driver = OpDriver(ring)
+        self._driver = OpDriver(ring, self.recv_buffers, self.recv_buffer_size)
         self._loop_thread = threading.get_ident()
         self._reschedule: Callable[[Task], None] | None = None
         self._closing = False
@@ -108,7 +114,7 @@ class UringIOManager:
         if runner.is_guest:
             self._ring.close()  # nothing was submitted on it
             self._ring = Ring(self.sq_entries, self.cq_entries)
-            self._driver = OpDriver(self._ring)
+            self._driver = OpDriver(self._ring, self.recv_buffers, self.recv_buffer_size)
         self._reschedule = self._driver.reschedule = runner.reschedule
         self._arm_wakeup()
         for hook in first_tick_hooks:

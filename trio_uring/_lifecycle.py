@@ -83,7 +83,7 @@ them.
 Trio's BusyResourceError rule (one reader and one writer per fd) applies to all ops:
 each fd has a READ and a WRITE slot (`FdOps`), taken by ``wait_readable``, recv or
 accept, and by ``wait_writable``, send or connect. Ops that outlive a call (multishot
-accept, read-ahead) sit in the fd's background set so notify_closing finds them.
+accept) sit in the fd's background set so notify_closing finds them.
 
 Trade-offs
 ==========
@@ -140,10 +140,7 @@ POLLNVAL: Final = 0x020
 _ECANCELED: Final = errno.ECANCELED
 _EINTR: Final = errno.EINTR
 
-# Provided buffers for waiting receives: how many, how big. Memory is only touched
-# as buffers are used; a CQE's bytes are copied out and the buffer given back at once.
-RECV_BUFFERS: Final = 1024
-RECV_BUFFER_SIZE: Final = 16384
+# The buffer group id of the provided-buffer ring (one per ring).
 RECV_BUFFER_GROUP: Final = 0
 
 # Records of ops the kernel never finished with when their ring closed (and the
@@ -267,7 +264,7 @@ _OpT = TypeVar("_OpT", bound=Op)
 class OpDriver:
     """The in-flight map and the start / wait / cancel / complete protocol for every op."""
 
-    def __init__(self, ring: Ring) -> None:
+    def __init__(self, ring: Ring, recv_buffers: int = 1024, recv_buffer_size: int = 16384) -> None:
         self.ring = ring
         self.ops: dict[int, Op] = {}
         self.fds: dict[int, list[Any]] = {}
@@ -279,13 +276,15 @@ class OpDriver:
         self.in_tick = False
         self.closed = False
         self._buffers: BufferRing | None = None
+        self._recv_buffers = recv_buffers
+        self._recv_buffer_size = recv_buffer_size
         self._scratch: Any = ffi.new("char[]", 65536)
 
     @property
     def buffers(self) -> BufferRing:
         """The provided-buffer ring for waiting receives (registered on first use)."""
         if self._buffers is None:
-            self._buffers = BufferRing(self.ring, RECV_BUFFER_GROUP, RECV_BUFFERS, RECV_BUFFER_SIZE)
+            self._buffers = BufferRing(self.ring, RECV_BUFFER_GROUP, self._recv_buffers, self._recv_buffer_size)
         return self._buffers
 
     def scratch(self, size: int) -> Any:

@@ -396,6 +396,10 @@ class UringSocket(_SocketType):
         driver = _driver()
         if driver is None:
             return await super().recv(bufsize, flags)
+        return await self._recv(driver, bufsize, flags)
+
+    async def _recv(self, driver: OpDriver, bufsize: int, flags: int) -> bytes:
+        """`recv` on the io_uring backend; also `UringSocketStream.receive_some`'s."""
         await checkpoint_if_cancelled()
         fd = self._sock.fileno()
         try:

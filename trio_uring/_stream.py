@@ -6,13 +6,13 @@ each call is. `UringSocketStream` is a `trio.abc.HalfCloseableStream` that keeps
 Trio's guarantees (every call a checkpoint, BusyResourceError on concurrent use,
 BrokenResourceError / ClosedResourceError as in Trio) with less of that Python:
 
-* **Read-ahead.** The first `receive_some` arms a multishot IORING_OP_RECV whose
-  buffers come from the provided-buffer ring. Data that arrives between calls is
-  delivered by the CQEs the run loop reaps anyway (no syscall, no wake-up when
-  nobody waits), copied out and queued here; `receive_some` then returns it after
-  one cheap checkpoint. The queue is bounded (`read_ahead_limit`): past it the
-  multishot is cancelled and the kernel's socket buffer holds the rest, until the
-  queue drains. Cancelling a `receive_some` loses nothing: the data stays queued.
+* **Receives.** `receive_some` submits a MSG_DONTWAIT RECV and takes its result in
+  the same io_uring_enter: whatever has arrived comes back with one system call and
+  one checkpoint. Only when nothing is there does it wait, with a RECV whose buffer
+  the kernel picks from the provided-buffer ring when data arrives (a waiting stream
+  holds no buffer). A multishot RECV reading ahead into a queue was measured too: it
+  was slower in every benchmark scenario here, and added ~15 us of latency at one
+  connection (``docs/source/how-it-works.rst``).
 * **Sends.** `send_all` first submits a MSG_DONTWAIT send and takes its result in
   the same io_uring_enter; whatever did not fit goes out with one waiting SEND
   (MSG_WAITALL), which holds the caller's buffer until its CQE.
@@ -32,29 +32,18 @@ import logging
 import operator
 import os
 import socket as _stdlib_socket
-from collections import deque
 from typing import TYPE_CHECKING, Any, Final, overload
 
 import trio
-from trio.lowlevel import (
-    Abort,
-    cancel_shielded_checkpoint,
-    checkpoint_if_cancelled,
-    current_task,
-    wait_task_rescheduled,
-)
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
-from ._lifecycle import BACKGROUND, CLOSED, WRITE, Op, OpDriver, protect_from_keyboard_interrupt
-from ._ring import CQE_F_BUFFER, CQE_F_MORE, NOT_SUBMITTED
+from ._lifecycle import WRITE, Op, OpDriver, protect_from_keyboard_interrupt
+from ._ring import NOT_SUBMITTED
 from ._ring_cffi import ffi
 from ._socket import UringSocket, _driver, _driver_if_running
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
-
-    from trio.lowlevel import Task
-
-    from ._ring import BufferRing
 
 __all__ = [
     "UringSocketListener",
@@ -67,7 +56,6 @@ __all__ = [
 
 DEFAULT_RECEIVE_SIZE: Final = 65536
 _EAGAIN: Final = -errno.EAGAIN
-_ENOBUFS: Final = -errno.ENOBUFS
 _MSG_WAITALL: Final = int(_stdlib_socket.MSG_WAITALL)
 _MAX_IO: Final = 0x7FFFF000
 _CLOSED_ERRNOS: Final = (errno.EBADF, errno.ENOTSOCK)
@@ -85,49 +73,14 @@ def _broken(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError
     return broken
 
 
-class _ReadAhead(Op):
-    """One arming of a stream's multishot RECV; its CQEs feed the stream's queue.
-
-    Runs in the run loop's CQE dispatch, once per arrival: kept short. When a task
-    is waiting in receive_some it is woken; otherwise the bytes just wait.
-    """
-
-    __slots__ = ("stream",)
-
-    stream: UringSocketStream
-    keep: BufferRing
-
-    def on_cqe(self, res: int, flags: int, reschedule: Callable[[Task], None]) -> None:
-        stream = self.stream
-        if res > 0:
-            stream._chunks.append(self.keep.take(flags, res))
-            stream._buffered += res
-            if stream._buffered > stream.read_ahead_limit and flags & CQE_F_MORE and stream._op is self:
-                stream._driver.cancel(self)  # enough queued: the kernel keeps the rest
-        elif flags & CQE_F_BUFFER:
-            self.keep.take(flags, 0)  # give the buffer back
-        if not flags & CQE_F_MORE:
-            stream._ended(self, res)
-        task = stream._task
-        if task is not None:
-            stream._task = None
-            reschedule(task)
-
-
 @protect_from_keyboard_interrupt
 class UringSocketStream(trio.abc.HalfCloseableStream):
     """A `trio.abc.HalfCloseableStream` over a TCP socket, like `trio.SocketStream`.
 
     Same constructor, attributes and semantics as `trio.SocketStream` (``.socket``,
     `setsockopt`, `getsockopt`, `send_eof`, `wait_send_all_might_not_block`), with
-    the read-ahead and send path described in this module's documentation. Use
-    `receive_some`, not ``stream.socket.recv``: read-ahead may already have taken
-    the next bytes off the socket.
+    the receive and send paths described in this module's documentation.
     """
-
-    #: Bytes received ahead of `receive_some` calls before the multishot RECV is
-    #: stopped (the rest waits in the kernel's socket buffer).
-    read_ahead_limit = 256 * 1024
 
     def __init__(self, socket: trio.socket.SocketType, *, _inherited_sockopts: bool = False) -> None:
         if not isinstance(socket, trio.socket.SocketType):
@@ -137,16 +90,9 @@ class UringSocketStream(trio.abc.HalfCloseableStream):
         self.socket = socket
         self._sending = False
         self._receiving = False
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
-        self._eof = False
-        self._closed = False  # notify_closing cancelled the read-ahead
-        self._error: int | None = None
-        self._op: _ReadAhead | None = None
-        self._task: Task | None = None  # waiting in receive_some
         # Bound on first use (see _bind): the run's driver and the stdlib socket.
-        self._driver: Any = None
-        self._sock: Any = None
+        self._driver: OpDriver | None = None
+        self._sock: Any = None  # the stdlib socket, once bound (read on every send)
         if not _inherited_sockopts:
             _set_stream_sockopts(socket)
 
@@ -156,9 +102,7 @@ class UringSocketStream(trio.abc.HalfCloseableStream):
         driver = _driver()
         if driver is None or not isinstance(self.socket, UringSocket):
             return None
-        if driver is not self._driver:
-            self._driver = driver
-            self._op = None  # a read-ahead of an earlier run is over
+        self._driver = driver
         self._sock = self.socket._sock
         return driver
 
@@ -275,98 +219,12 @@ class UringSocketStream(trio.abc.HalfCloseableStream):
                 driver = self._bind()
                 if driver is None:
                     return await _stock_receive_some(self.socket, max_bytes)
-            await checkpoint_if_cancelled()
-            if self._chunks and self._sock.fileno() != -1:
-                data = self._take(max_bytes)  # the common case: read-ahead has it
-                await cancel_shielded_checkpoint()
-                return data
-            return await self._receive_slow(driver, max_bytes)
+            try:
+                return await self.socket._recv(driver, max_bytes, 0)  # type: ignore[attr-defined,no-any-return]
+            except OSError as exc:
+                raise _broken(exc) from None
         finally:
             self._receiving = False
-
-    async def _receive_slow(self, driver: OpDriver, max_bytes: int) -> bytes:
-        blocked = False
-        while True:
-            fd = self._sock.fileno()
-            if fd == -1 or self._closed:
-                if not blocked:
-                    await cancel_shielded_checkpoint()
-                raise trio.ClosedResourceError("this socket was already closed")
-            if self._chunks:
-                data = self._take(max_bytes)
-                if not blocked:
-                    await cancel_shielded_checkpoint()
-                return data
-            if self._error is not None:
-                err, self._error = self._error, None
-                if not blocked:
-                    await cancel_shielded_checkpoint()
-                raise _broken(OSError(err, os.strerror(err)))
-            if self._eof:
-                if not blocked:
-                    await cancel_shielded_checkpoint()
-                return b""
-            if self._op is None:
-                self._arm(driver, fd)
-            # Wait for the read-ahead's next CQE; cancelling the wait loses nothing
-            # (the op stays armed and what it delivers stays queued).
-            self._task = current_task()
-            await wait_task_rescheduled(self._abort_wait)
-            blocked = True
-
-    def _abort_wait(self, _: object) -> Abort:
-        self._task = None
-        return Abort.SUCCEEDED
-
-    def _take(self, max_bytes: int) -> bytes:
-        chunks = self._chunks
-        data = chunks.popleft()
-        if len(data) > max_bytes:
-            chunks.appendleft(data[max_bytes:])
-            data = data[:max_bytes]
-        elif chunks and len(data) + len(chunks[0]) <= max_bytes:
-            # Several arrivals waiting: hand them over in one call.
-            parts = [data]
-            size = len(data)
-            while chunks and size + len(chunks[0]) <= max_bytes:
-                part = chunks.popleft()
-                parts.append(part)
-                size += len(part)
-            data = b"".join(parts)
-        self._buffered -= len(data)
-        if (
-            self._op is None
-            and not (self._eof or self._closed)
-            and self._error is None
-            and self._buffered <= self.read_ahead_limit // 2
-        ):
-            fd = self._sock.fileno()
-            if fd != -1:
-                self._arm(self._driver, fd)  # stopped when full: resume as the queue drains
-        return data
-
-    def _arm(self, driver: OpDriver, fd: int) -> None:
-        buffers = driver.buffers
-        op = driver.start(
-            fd, BACKGROUND, driver.ring.prep_recv_select, fd, 0, 0, buffers.bgid, 1,
-            keep=buffers, op_class=_ReadAhead,
-        )
-        op.stream = self
-        driver.add_background(op)  # notify_closing(fd) cancels it
-        self._op = op
-
-    def _ended(self, op: _ReadAhead, res: int) -> None:
-        """The read-ahead's last CQE (no IORING_CQE_F_MORE)."""
-        if self._op is op:
-            self._op = None
-        if res == 0:
-            self._eof = True
-        elif op.cancelled & CLOSED:
-            self._closed = True
-        elif res < 0 and res != _ENOBUFS and not op.cancelled:
-            self._error = -res
-        # ENOBUFS (more data in flight than buffers), our own cancel (queue full)
-        # or a CQ overflow ended it: receive_some arms it again when needed.
 
     # ---------------------------------------------------------------- close, options
 
