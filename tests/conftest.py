@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -47,6 +48,16 @@ def fill_socket(sock: socket.socket) -> None:
         pass
 
 
+def default_sigint() -> None:
+    """preexec_fn: start the child with SIGINT at its default disposition.
+
+    A job started in the background by a non-interactive shell (as a CI runner may
+    do) inherits SIGINT *ignored*; Python then leaves it ignored and Trio installs
+    no KeyboardInterrupt handler, so tests that send SIGINT would hang.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_python(code: str, *, timeout: float = 60, **kwargs: object) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter (this one, so trio_uring is importable)."""
     return subprocess.run(
@@ -55,5 +66,6 @@ def run_python(code: str, *, timeout: float = 60, **kwargs: object) -> subproces
         text=True,
         timeout=timeout,
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        preexec_fn=default_sigint,
         **kwargs,  # type: ignore[arg-type]
     )

@@ -18,7 +18,7 @@ import trio.testing
 
 import trio_uring
 
-from .conftest import run_python
+from .conftest import default_sigint, run_python
 
 
 def last_json(proc: subprocess.CompletedProcess[str]) -> Any:
@@ -210,6 +210,7 @@ def interrupt_under_load(backend: str) -> dict[str, Any]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     try:
         assert proc.stdout is not None
