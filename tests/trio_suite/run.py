@@ -13,6 +13,7 @@ stock Trio too when hypothesis is installed).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,7 +52,15 @@ def main() -> int:
     for test_id, reason in allowances():
         print(f"  {test_id}: {reason}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as empty:
-        return subprocess.call(args, cwd=empty)
+        return subprocess.call(args, cwd=empty, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    # A job started in the background by a non-interactive shell (as CI runners
+    # may do) inherits SIGINT ignored; Python keeps it ignored, Trio then installs
+    # no KeyboardInterrupt handler, and Trio's KI tests wait forever (on stock
+    # Trio too). The suite needs SIGINT at its default disposition.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 if __name__ == "__main__":
