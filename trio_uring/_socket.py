@@ -126,6 +126,16 @@ def _writable(buffer: Any, method: str) -> Any:
         ) from None
 
 
+async def _completed_now(res: int, borrowed: Any) -> int:
+    """A MSG_DONTWAIT op that did not block: let go of the caller's buffer, then
+    return its result or raise its error, after a schedule point (as Trio does)."""
+    _let_go(borrowed)
+    if res < 0:
+        await _raise_after_checkpoint(os_error(-res))
+    await cancel_shielded_checkpoint()
+    return res
+
+
 def _let_go(borrowed: Any) -> None:
     """Release our export of a caller's buffer (ffi.from_buffer cdata or MsgHdr)."""
     if isinstance(borrowed, _sockaddr.MsgHdr):
@@ -381,11 +391,7 @@ class UringSocket(_SocketType):
                 msg.release()
             await _raise_after_checkpoint(exc)
         if not _would_block(res):
-            msg.release()
-            if res < 0:
-                await _raise_after_checkpoint(os_error(-res))
-            await cancel_shielded_checkpoint()
-            return res
+            return await _completed_now(res, msg)
         return await self._op(
             driver, WRITE, driver.ring.prep_sendmsg, msg.hdr, int(flags) & _NOT_DONTWAIT, keep=msg, borrowed=msg
         )
@@ -453,11 +459,7 @@ class UringSocket(_SocketType):
                 ffi.release(cbuf)
             await _raise_after_checkpoint(exc)
         if not _would_block(res):
-            ffi.release(cbuf)
-            if res < 0:
-                await _raise_after_checkpoint(os_error(-res))
-            await cancel_shielded_checkpoint()
-            return res
+            return await _completed_now(res, cbuf)
         return await self._op(
             driver, READ, driver.ring.prep_recv, cbuf, nbytes, int(flags) & _NOT_DONTWAIT, keep=cbuf, borrowed=cbuf
         )
@@ -531,11 +533,7 @@ class UringSocket(_SocketType):
                 msg.release()
             await _raise_after_checkpoint(exc)
         if not _would_block(res):
-            msg.release()
-            if res < 0:
-                await _raise_after_checkpoint(os_error(-res))
-            await cancel_shielded_checkpoint()
-            n = res
+            n = await _completed_now(res, msg)
         else:
             msg.reset()  # the waiting op starts from a clean msghdr
             n = await self._op(
