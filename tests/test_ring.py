@@ -29,7 +29,7 @@ def test_setup_reports_features_and_sizes(ring: Ring) -> None:
 
 
 def test_nop_round_trip(ring: Ring) -> None:
-    assert ring.prep_nop(1234) == 0
+    assert ring.write.nop(1234) == 0
     assert ring.cq_ready() == 0  # written, not yet submitted
     assert ring.wait(1.0) == 1
     assert ring.reap() == [1234, 0, 0]
@@ -54,7 +54,7 @@ def test_more_sqes_than_the_sq_holds_are_all_submitted(ring: Ring) -> None:
     # The SQ has 8 slots; a full SQ is flushed to the kernel by the next prep.
     count = 10 * ring.sq_entries
     for ud in range(100, 100 + count):
-        assert ring.prep_nop(ud) == 0
+        assert ring.write.nop(ud) == 0
     ring.submit()
     seen = []
     while len(seen) < count:
@@ -70,7 +70,7 @@ def test_cq_overflow_loses_nothing() -> None:
     small = Ring(4, 8)
     try:
         for ud in range(1, 501):
-            assert small.prep_nop(ud) == 0
+            assert small.write.nop(ud) == 0
         small.submit()
         seen: list[int] = []
         while len(seen) < 500:
@@ -86,7 +86,7 @@ def test_closed_ring_refuses_everything() -> None:
     r = Ring(8, 16)
     r.close()
     r.close()  # idempotent
-    assert r.prep_nop(1) == -errno.EBADF
+    assert r.write.nop(1) == -errno.EBADF
     assert r.wait(0) == -errno.EBADF
     with pytest.raises(OSError) as info:
         r.submit()
@@ -111,14 +111,26 @@ def test_fork_child_cannot_touch_the_parents_ring() -> None:
                 ok = "fork" in str(exc)
             else:
                 ok = False
-            ok = ok and ring.prep_nop(7) != 0
+            ok = ok and ring.write.nop(7) != 0
             os._exit(0 if ok else 1)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0, "child could use the ring"
-        assert ring.prep_nop(5) == 0 and ring.wait(1.0) == 1
+        assert ring.write.nop(5) == 0 and ring.wait(1.0) == 1
         assert ring.reap() == [5, 0, 0]
         print("parent ok")
         """
     )
     assert proc.returncode == 0, proc.stderr
     assert "parent ok" in proc.stdout
+
+
+def test_generated_ring_files_match_the_table() -> None:
+    """_ring_writers.h, _ring_cffi.pyi and _ring_writers.py are made from _ring_api.py
+    by tools/gen_ring.py; a table change without regenerating them fails here."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parent.parent / "tools" / "gen_ring.py"
+    done = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

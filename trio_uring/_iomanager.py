@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import attrs
 from trio._core._run import GLOBAL_RUN_CONTEXT
 
-from ._lifecycle import BACKGROUND, READ, WRITE, Op, OpDriver
+from ._lifecycle import Driver
+from ._ops import READ, WRITE, Read
 from ._ring import Ring
 from ._ring_cffi import ffi
 
@@ -66,14 +67,17 @@ class UringStatistics:
     backend: Literal["io_uring"] = "io_uring"
 
 
-class _WakeupRead(Op):
+class _WakeupRead(Read):
     """The IORING_OP_READ on the eventfd that `force_wakeup` writes to."""
 
     __slots__ = ("manager",)
 
-    manager: UringIOManager
+    def __init__(self, manager: UringIOManager) -> None:
+        super().__init__(manager._wake_fd, manager._wake_buf, 8)
+        self.manager = manager
 
-    def on_cqe(self, res: int, flags: int, reschedule: Callable[[Task], None]) -> None:
+    def complete(self, res: int, flags: int) -> None:
+        super().complete(res, flags)
         self.manager._arm_wakeup()
 
 
@@ -104,13 +108,13 @@ class UringIOManager:
     def __init__(self) -> None:
         # Set up here, so an unusable io_uring fails trio.run at once with the reason.
         self._ring = ring = Ring(self.sq_entries, self.cq_entries, coop_taskrun=True)
-        self._driver = OpDriver(ring, self.recv_buffers, self.recv_buffer_size)
+        self._driver = Driver(ring, self.recv_buffers, self.recv_buffer_size)
         self._loop_thread = threading.get_ident()
         self._reschedule: Callable[[Task], None] | None = None
         self._closing = False
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._wake_buf = ffi.new("uint64_t *")
-        self._wakeup: Op | None = None  # the armed wake-up read
+        self._wakeup: _WakeupRead | None = None  # the armed wake-up read
         spin_us = float(os.environ.get("TRIO_URING_SPIN_US", self.spin_us))
         self._spin_window = max(spin_us, 0.0) * 1e-6
         self._spin_next = True
@@ -123,7 +127,7 @@ class UringIOManager:
             self._spin_window = 0.0  # the host's loop must not lose its thread to us
             self._ring.close()  # nothing was submitted on it
             self._ring = Ring(self.sq_entries, self.cq_entries)
-            self._driver = OpDriver(self._ring, self.recv_buffers, self.recv_buffer_size)
+            self._driver = Driver(self._ring, self.recv_buffers, self.recv_buffer_size)
         self._reschedule = self._driver.reschedule = runner.reschedule
         self._arm_wakeup()
         for hook in first_tick_hooks:
@@ -133,11 +137,8 @@ class UringIOManager:
     def _arm_wakeup(self) -> None:
         if self._closing:
             return
-        op = self._driver.start(
-            self._wake_fd, BACKGROUND, self._ring.prep_read, self._wake_fd, self._wake_buf, 8, 0,
-            keep=self._wake_buf, op_class=_WakeupRead,
-        )
-        op.manager = self
+        op = _WakeupRead(self)
+        self._driver.start(op, None)
         self._wakeup = op
 
     # ------------------------------------------------------------ runner hooks
@@ -217,23 +218,23 @@ class UringIOManager:
     # Run-loop thread, once per tick, before the batch of tasks: hand every CQE to
     # its op (which reschedules its task). ``events`` is ignored: the CQ is the truth.
     def process_events(self, events: object) -> None:
+        if self._reschedule is None:
+            self._start()
         driver = self._driver
         driver.in_tick = True
-        reschedule = self._reschedule
-        if reschedule is None:
-            reschedule = self._start()
         ring = self._ring
         batch = 3 * ring.reap_batch
         while True:
             cqes = ring.reap()
             if cqes:
-                driver.dispatch(cqes, reschedule)
+                driver.dispatch(cqes)
             if len(cqes) < batch:
                 return
 
     def statistics(self) -> UringStatistics:
         reading = writing = 0
-        for reader, writer, _ in self._driver.fds.values():
+        for st in self._driver.fds.values():
+            reader, writer = st.slots
             if reader is not None and reader.task is not None:
                 reading += 1
             if writer is not None and writer.task is not None:
@@ -261,6 +262,7 @@ class UringIOManager:
             # read. Cancel them all and wait for their CQEs, so that no buffer is
             # released while the kernel may still write into it.
             driver.cancel_everything()
+            driver.reschedule = _nobody_waits
             deadline = time.monotonic() + 5.0
             while driver.ops:
                 left = deadline - time.monotonic()
@@ -269,7 +271,7 @@ class UringIOManager:
                 n = ring.wait(min(left, 0.5))
                 if n < 0 and n != _EINTR:
                     break
-                driver.dispatch(ring.reap(), _nobody_waits)
+                driver.dispatch(ring.reap())
         except (OSError, RuntimeError):
             pass  # a fork() child, or a ring the kernel broke: nothing left to drain
         finally:

@@ -20,7 +20,6 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include <endian.h>
 
 #ifndef __NR_io_uring_setup
 #define __NR_io_uring_setup 425
@@ -457,7 +456,7 @@ int tu_reap(struct tu_ring *r, int64_t *out, unsigned max)
 
 /* ------------------------------------------------------------ SQE writers */
 
-static struct io_uring_sqe *get_sqe(struct tu_ring *r)
+struct io_uring_sqe *tu_get_sqe(struct tu_ring *r)
 {
     if (unusable(r))
         return NULL;
@@ -473,169 +472,19 @@ static struct io_uring_sqe *get_sqe(struct tu_ring *r)
     return sqe;
 }
 
-#define GET_SQE(r, sqe)                                        \
-    struct io_uring_sqe *sqe = get_sqe(r);                     \
-    if (!sqe)                                                  \
-        return unusable(r) ? unusable(r) : -EBUSY
-
-/* liburing's io_uring_prep_rw: the fields every opcode shares. */
-static inline void prep_rw(struct tu_ring *r, struct io_uring_sqe *sqe,
-                           int op, int fd, const void *addr, unsigned len,
-                           uint64_t off, uint64_t ud)
+int tu_no_sqe(const struct tu_ring *r)
 {
-    sqe->opcode = (uint8_t)op;
-    sqe->fd = fd;
-    sqe->off = off;
-    sqe->addr = (uint64_t)(uintptr_t)addr;
-    sqe->len = len;
-    sqe->user_data = ud;
-    r->ops_submitted[op]++;
-}
-
-int tu_prep_nop(struct tu_ring *r, uint64_t ud)
-{
-    GET_SQE(r, sqe);
-    prep_rw(r, sqe, IORING_OP_NOP, -1, NULL, 0, 0, ud);
-    return 0;
-}
-
-int tu_prep_poll_add(struct tu_ring *r, int fd, unsigned events, int multishot,
-                     uint64_t ud)
-{
-    GET_SQE(r, sqe);
-    prep_rw(r, sqe, IORING_OP_POLL_ADD, fd, NULL,
-            multishot ? IORING_POLL_ADD_MULTI : 0, 0, ud);
-#if __BYTE_ORDER == __BIG_ENDIAN
-    events = (events << 16) | (events >> 16);
-#endif
-    sqe->poll32_events = events;
-    return 0;
-}
-
-int tu_prep_cancel(struct tu_ring *r, uint64_t target_ud, unsigned flags,
-                   uint64_t ud)
-{
-    GET_SQE(r, sqe);
-    prep_rw(r, sqe, IORING_OP_ASYNC_CANCEL, -1, (void *)(uintptr_t)target_ud,
-            0, 0, ud);
-    sqe->cancel_flags = flags;
-    if (r->cqe_skip)
-        sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
-    return 0;
-}
-
-int tu_prep_read(struct tu_ring *r, int fd, void *buf, unsigned len,
-                 uint64_t offset, uint64_t ud)
-{
-    GET_SQE(r, sqe);
-    prep_rw(r, sqe, IORING_OP_READ, fd, buf, len, offset, ud);
-    return 0;
-}
-
-int tu_prep_socket(struct tu_ring *r, int domain, int type, int protocol,
-                   uint64_t ud)
-{
-    GET_SQE(r, sqe);
-    prep_rw(r, sqe, IORING_OP_SOCKET, domain, NULL, (unsigned)protocol,
-            (uint64_t)(unsigned)type, ud);
-    return 0;
-}
-
-int tu_prep_connect(struct tu_ring *r, int fd, const void *addr,
-                    unsigned addrlen, uint64_t ud)
-{
-    GET_SQE(r, sqe);
-    prep_rw(r, sqe, IORING_OP_CONNECT, fd, addr, 0, addrlen, ud);
-    return 0;
-}
-
-int tu_prep_accept(struct tu_ring *r, int fd, void *addr, void *addrlen,
-                   int flags, int multishot, uint64_t ud)
-{
-    GET_SQE(r, sqe);
-    prep_rw(r, sqe, IORING_OP_ACCEPT, fd, addr, 0,
-            (uint64_t)(uintptr_t)addrlen, ud);
-    sqe->accept_flags = (uint32_t)flags;
-    if (multishot)
-        sqe->ioprio |= IORING_ACCEPT_MULTISHOT;
-    return 0;
-}
-
-int tu_prep_send(struct tu_ring *r, int fd, const void *buf, unsigned len,
-                 int flags, const void *addr, unsigned addrlen, uint64_t ud)
-{
-    GET_SQE(r, sqe);
-    prep_rw(r, sqe, IORING_OP_SEND, fd, buf, len, 0, ud);
-    sqe->msg_flags = (uint32_t)flags;
-    if (addr) {  /* sendto (6.1): destination in addr2 / addr_len */
-        sqe->addr2 = (uint64_t)(uintptr_t)addr;
-        sqe->addr_len = (uint16_t)addrlen;
-    }
-    return 0;
-}
-
-int tu_prep_recv(struct tu_ring *r, int fd, void *buf, unsigned len, int flags,
-                 uint64_t ud)
-{
-    GET_SQE(r, sqe);
-    prep_rw(r, sqe, IORING_OP_RECV, fd, buf, len, 0, ud);
-    sqe->msg_flags = (uint32_t)flags;
-    return 0;
-}
-
-int tu_prep_recv_select(struct tu_ring *r, int fd, unsigned len, int flags,
-                        unsigned bgid, int multishot, uint64_t ud)
-{
-    GET_SQE(r, sqe);
-    prep_rw(r, sqe, IORING_OP_RECV, fd, NULL, len, 0, ud);
-    sqe->msg_flags = (uint32_t)flags;
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = (uint16_t)bgid;
-    if (multishot)
-        sqe->ioprio |= IORING_RECV_MULTISHOT;
-    return 0;
-}
-
-int tu_prep_sendmsg(struct tu_ring *r, int fd, const void *msghdr, int flags,
-                    uint64_t ud)
-{
-    GET_SQE(r, sqe);
-    prep_rw(r, sqe, IORING_OP_SENDMSG, fd, msghdr, 1, 0, ud);
-    sqe->msg_flags = (uint32_t)flags;
-    return 0;
-}
-
-int tu_prep_recvmsg(struct tu_ring *r, int fd, void *msghdr, int flags,
-                    uint64_t ud)
-{
-    GET_SQE(r, sqe);
-    prep_rw(r, sqe, IORING_OP_RECVMSG, fd, msghdr, 1, 0, ud);
-    sqe->msg_flags = (uint32_t)flags;
-    return 0;
-}
-
-int tu_prep_shutdown(struct tu_ring *r, int fd, int how, uint64_t ud)
-{
-    GET_SQE(r, sqe);
-    prep_rw(r, sqe, IORING_OP_SHUTDOWN, fd, NULL, (unsigned)how, 0, ud);
-    return 0;
-}
-
-int tu_prep_close(struct tu_ring *r, int fd, uint64_t ud)
-{
-    GET_SQE(r, sqe);
-    prep_rw(r, sqe, IORING_OP_CLOSE, fd, NULL, 0, 0, ud);
-    return 0;
+    return unusable(r) ? unusable(r) : -EBUSY;
 }
 
 int tu_send_now(struct tu_ring *r, int fd, const void *buf, unsigned len, int flags)
 {
-    int ret = tu_prep_send(r, fd, buf, len, flags | MSG_DONTWAIT, NULL, 0, TU_SYNC_USER_DATA);
+    int ret = tu_prep_send(r, fd, buf, len, (unsigned)flags | MSG_DONTWAIT, TU_SYNC_USER_DATA);
     return ret ? ret : tu_submit_sync(r);
 }
 
 int tu_recv_now(struct tu_ring *r, int fd, void *buf, unsigned len, int flags)
 {
-    int ret = tu_prep_recv(r, fd, buf, len, flags | MSG_DONTWAIT, TU_SYNC_USER_DATA);
+    int ret = tu_prep_recv(r, fd, buf, len, (unsigned)flags | MSG_DONTWAIT, 0, 0, 0, TU_SYNC_USER_DATA);
     return ret ? ret : tu_submit_sync(r);
 }

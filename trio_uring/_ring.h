@@ -11,8 +11,8 @@
  * down).  TU_ERR_FORKED means the ring belongs to the parent of a fork()
  * (the mappings are MADV_DONTFORK, so the child must not touch them).
  *
- * The prep functions are named after liburing's io_uring_prep_*(3): their man
- * pages document the fields.  Each one takes the user_data last.
+ * The SQE writers (tu_prep_*, generated from _ring_api.py) are named after
+ * liburing's io_uring_prep_*(3): their man pages document the fields.
  */
 #ifndef TRIO_URING_RING_H
 #define TRIO_URING_RING_H
@@ -41,7 +41,6 @@ struct tu_ring {
     unsigned sq_entries;
     unsigned cq_entries;
     int forked;             /* set in a fork() child: every call refuses */
-    int cqe_skip;           /* IOSQE_CQE_SKIP_SUCCESS usable for cancels */
     uint64_t ops_submitted[TU_MAX_OPCODES];  /* SQEs written, by opcode */
 
     /* Private: the mapped rings. */
@@ -113,34 +112,24 @@ void tu_pbuf_teardown(struct tu_ring *r, struct tu_pbuf *pb);
 /* Give buffer ``bid`` back to the kernel. */
 void tu_pbuf_recycle(struct tu_pbuf *pb, unsigned bid);
 
-/* SQE writers.  Each returns 0, or -EBUSY if the SQ stayed full after a flush. */
-int tu_prep_nop(struct tu_ring *r, uint64_t ud);
-int tu_prep_poll_add(struct tu_ring *r, int fd, unsigned events, int multishot,
-                     uint64_t ud);
-int tu_prep_cancel(struct tu_ring *r, uint64_t target_ud, unsigned flags,
-                   uint64_t ud);
-int tu_prep_read(struct tu_ring *r, int fd, void *buf, unsigned len,
-                 uint64_t offset, uint64_t ud);
-int tu_prep_socket(struct tu_ring *r, int domain, int type, int protocol,
-                   uint64_t ud);
-int tu_prep_connect(struct tu_ring *r, int fd, const void *addr,
-                    unsigned addrlen, uint64_t ud);
-int tu_prep_accept(struct tu_ring *r, int fd, void *addr, void *addrlen,
-                   int flags, int multishot, uint64_t ud);
-int tu_prep_send(struct tu_ring *r, int fd, const void *buf, unsigned len,
-                 int flags, const void *addr, unsigned addrlen, uint64_t ud);
-int tu_prep_recv(struct tu_ring *r, int fd, void *buf, unsigned len, int flags,
-                 uint64_t ud);
-/* RECV into a buffer the kernel picks from group ``bgid`` (the CQE's flags
- * carry IORING_CQE_F_BUFFER and the buffer id); multishot: one CQE per
- * arrival until a final one without IORING_CQE_F_MORE. */
-int tu_prep_recv_select(struct tu_ring *r, int fd, unsigned len, int flags,
-                        unsigned bgid, int multishot, uint64_t ud);
-int tu_prep_sendmsg(struct tu_ring *r, int fd, const void *msghdr, int flags,
-                    uint64_t ud);
-int tu_prep_recvmsg(struct tu_ring *r, int fd, void *msghdr, int flags,
-                    uint64_t ud);
-int tu_prep_shutdown(struct tu_ring *r, int fd, int how, uint64_t ud);
-int tu_prep_close(struct tu_ring *r, int fd, uint64_t ud);
+/* SQE writers.  tu_get_sqe hands out the next free SQE, zeroed (flushing the SQ
+ * to the kernel when it is full), or NULL: then tu_no_sqe says why (-EBUSY, the
+ * SQ stayed full; -EBADF, closed; TU_ERR_FORKED).  The writers themselves,
+ * tu_prep_<op>(r, <fields>, user_data), are generated from the table in
+ * _ring_api.py into _ring_writers.h. */
+struct io_uring_sqe *tu_get_sqe(struct tu_ring *r);
+int tu_no_sqe(const struct tu_ring *r);
+
+/* poll32_events is stored in little-endian halfword order on every machine. */
+static inline unsigned tu_poll32(unsigned events)
+{
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return (events << 16) | (events >> 16);
+#else
+    return events;
+#endif
+}
+
+#include "_ring_writers.h"
 
 #endif

@@ -5,10 +5,10 @@ ring fd, knows what the kernel supports, and is the one place where a negated er
 becomes a Python exception (`os_error`, `UringUnavailableError`). It has no idea
 what an op means; that is `trio_uring._lifecycle`'s job.
 
-The SQE writers are exposed as ``ring.prep_<op>(...)``, the C functions with the
-ring already bound (``functools.partial`` of a cffi function: no Python frame on the
-hot path). Each returns 0, or a negated errno that the caller hands to
-`Ring.raise_prep_error`.
+The SQE writers are ``ring.write.<op>(...)`` (``_ring_writers.Writers``, generated
+from ``_ring_api.py``): the C functions with the ring already bound. Each returns 0,
+or a negated errno that the caller hands to `Ring.raise_prep_error`. Only
+`trio_uring._lifecycle` calls them.
 """
 
 from __future__ import annotations
@@ -22,12 +22,16 @@ from functools import partial
 from typing import Final, NoReturn
 
 from ._ring_cffi import ffi, lib
+from ._ring_writers import Writers
 
 __all__ = ["BufferRing", "Opcode", "Ring", "UringUnavailableError", "opcode_name", "os_error"]
 
 
 class Opcode(enum.IntEnum):
-    """``enum io_uring_op`` (include/uapi/linux/io_uring.h), up to Linux 6.18."""
+    """``enum io_uring_op`` (include/uapi/linux/io_uring.h), up to Linux 6.18.
+
+    The machine's header may be older: these are the kernel's numbers, and
+    whether the running kernel has one is asked at run time (`Ring.probe`)."""
 
     NOP = 0
     READV = 1
@@ -87,6 +91,11 @@ class Opcode(enum.IntEnum):
     FTRUNCATE = 55
     BIND = 56
     LISTEN = 57
+    RECV_ZC = 58
+    EPOLL_WAIT = 59
+    READV_FIXED = 60
+    WRITEV_FIXED = 61
+    PIPE = 62
 
 
 # Setup flags (io_uring_setup(2)).
@@ -115,6 +124,10 @@ REQUIRED_OPCODES: Final = (Opcode.POLL_ADD, Opcode.ASYNC_CANCEL, Opcode.READ)
 CQE_F_BUFFER: Final = 1 << 0
 CQE_F_MORE: Final = 1 << 1
 CQE_BUFFER_SHIFT: Final = 16
+
+# SQE flags (IOSQE_*).
+IOSQE_BUFFER_SELECT: Final = 1 << 5
+IOSQE_CQE_SKIP_SUCCESS: Final = 1 << 6
 
 SYNC_USER_DATA: Final[int] = lib.TU_SYNC_USER_DATA
 NOT_SUBMITTED: Final[int] = lib.TU_ERR_NOT_SUBMITTED
@@ -225,6 +238,10 @@ class Ring:
         kernel, instead of interrupting it (IORING_SETUP_COOP_TASKRUN, with
         TASKRUN_FLAG to tell us when such work is pending). Only for rings whose
         submitting thread also waits for completions."""
+        if not 1 <= sq_entries <= 32768:
+            raise ValueError(f"sq_entries must be between 1 and 32768, not {sq_entries}")
+        if cq_entries < sq_entries:
+            raise ValueError(f"cq_entries ({cq_entries}) must be at least sq_entries ({sq_entries})")
         self._r = ffi.new("struct tu_ring *")
         rc = -errno.EINVAL
         # SUBMIT_ALL (5.18) keeps a batch going past an SQE that fails to prep,
@@ -248,7 +265,6 @@ class Ring:
             self.close()
             raise
         r = self._r
-        r.cqe_skip = bool(r.features & FEAT_CQE_SKIP)
         self.fd: int = r.fd
         self.features: int = r.features
         self.sq_entries: int = r.sq_entries
@@ -257,20 +273,9 @@ class Ring:
         self._reap_max: int = r.cq_entries
         self._reap_buf = ffi.new("int64_t[]", 3 * self._reap_max)
 
-        self.prep_nop = partial(lib.tu_prep_nop, r)
-        self.prep_poll_add = partial(lib.tu_prep_poll_add, r)
-        self.prep_cancel = partial(lib.tu_prep_cancel, r)
-        self.prep_read = partial(lib.tu_prep_read, r)
-        self.prep_socket = partial(lib.tu_prep_socket, r)
-        self.prep_connect = partial(lib.tu_prep_connect, r)
-        self.prep_accept = partial(lib.tu_prep_accept, r)
-        self.prep_send = partial(lib.tu_prep_send, r)
-        self.prep_recv = partial(lib.tu_prep_recv, r)
-        self.prep_recv_select = partial(lib.tu_prep_recv_select, r)
-        self.prep_sendmsg = partial(lib.tu_prep_sendmsg, r)
-        self.prep_recvmsg = partial(lib.tu_prep_recvmsg, r)
-        self.prep_shutdown = partial(lib.tu_prep_shutdown, r)
-        self.prep_close = partial(lib.tu_prep_close, r)
+        #: Successful cancels post no CQE (IOSQE_CQE_SKIP_SUCCESS, 5.17).
+        self.cqe_skip = bool(self.features & FEAT_CQE_SKIP)
+        self.write = Writers(r)
         self.cq_ready = partial(lib.tu_cq_ready, r)
         self.submit_sync = partial(lib.tu_submit_sync, r)
         self.send_now = partial(lib.tu_send_now, r)
@@ -387,7 +392,9 @@ class BufferRing:
         """The ``n`` bytes a CQE with these ``flags`` delivered (buffer id in the
         upper 16 bits); the buffer goes back to the kernel."""
         bid = flags >> CQE_BUFFER_SHIFT
-        data = ffi.unpack(self._bufs + bid * self.size, n) if n > 0 else b""
+        # Never more than the buffer holds, whatever the kernel reports (MSG_TRUNC
+        # reports the length the data had, not what was written).
+        data = ffi.unpack(self._bufs + bid * self.size, min(n, self.size)) if n > 0 else b""
         self._recycle(bid)
         return data
 

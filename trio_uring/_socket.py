@@ -38,8 +38,11 @@ How sockets become UringSockets under the backend:
 from __future__ import annotations
 
 import errno
-import os
+import operator
 import socket as _stdlib_socket
+import sys
+import threading
+import weakref
 from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, NoReturn
@@ -51,35 +54,46 @@ from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled, e
 
 from . import _sockaddr
 from ._iomanager import UringIOManager, first_tick_hooks
-from ._lifecycle import BACKGROUND, READ, WRITE, Op, OpDriver, RecvOp, Waiter, protect_from_keyboard_interrupt
-from ._ring import CQE_F_MORE, NOT_SUBMITTED, os_error
+from ._lifecycle import Driver, FdState, State, protect_from_keyboard_interrupt
+from ._ops import (
+    READ,
+    AcceptMulti,
+    Connect,
+    Recv,
+    RecvBytes,
+    RecvMsg,
+    RecvSelect,
+    Send,
+    SendMsg,
+    Socket,
+    close_quietly,
+)
+from ._ring import NOT_SUBMITTED, os_error
 from ._ring_cffi import ffi
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from trio.lowlevel import Task
+    from ._lifecycle import Waiter
+    from ._ops import _SocketOp
 
 __all__ = ["UringSocket", "UringSocketFactory", "install_socket_factory", "socket", "socket_async"]
 
 SOCK_NONBLOCK: Final = _stdlib_socket.SOCK_NONBLOCK
 SOCK_CLOEXEC: Final = _stdlib_socket.SOCK_CLOEXEC
-# Plain ints: `flags | socket.MSG_DONTWAIT` would go through enum.IntFlag (~2 us).
-MSG_DONTWAIT: Final = int(_stdlib_socket.MSG_DONTWAIT)
-_NOT_DONTWAIT: Final = ~MSG_DONTWAIT
+_SOCK_STREAM: Final = int(_stdlib_socket.SOCK_STREAM)
+_MSG_WAITALL: Final = int(_stdlib_socket.MSG_WAITALL)
 _MAX_IO: Final = 0x7FFFF000  # Linux's MAX_RW_COUNT: the most one send/recv moves
 _EAGAIN: Final = -errno.EAGAIN
-_ENOBUFS: Final = errno.ENOBUFS
 # recv() reads what is there at once into one reusable buffer per run, then copies
 # out what it got (the stdlib allocates bufsize bytes per call, then shrinks them).
+# A stream recv returns at most this much per call (a short read, as recv(2) may
+# give); a datagram is received whole, whatever its size.
 _SCRATCH_MAX: Final = 1 << 20
+_ENCODED_FAMILIES: Final = (_sockaddr.AF_INET, _sockaddr.AF_INET6, _sockaddr.AF_UNIX)
 
 
-def _would_block(res: int) -> bool:
-    return res == _EAGAIN or res == NOT_SUBMITTED
-
-
-def _driver() -> OpDriver | None:
+def _driver() -> Driver | None:
     """The running io_uring backend's op driver; None under another backend."""
     try:
         io_manager: object = GLOBAL_RUN_CONTEXT.runner.io_manager  # Trio's type: its own backend
@@ -88,7 +102,7 @@ def _driver() -> OpDriver | None:
     return io_manager._driver if isinstance(io_manager, UringIOManager) else None
 
 
-def _driver_if_running() -> OpDriver | None:
+def _driver_if_running() -> Driver | None:
     try:
         io_manager: object = GLOBAL_RUN_CONTEXT.runner.io_manager  # Trio's type: its own backend
     except AttributeError:
@@ -101,6 +115,21 @@ async def _raise_after_checkpoint(exc: BaseException) -> NoReturn:
     # cancel-shielded schedule point, so the call is a checkpoint either way.
     await cancel_shielded_checkpoint()
     raise exc
+
+
+def _would_block(res: int) -> bool:
+    return res == _EAGAIN or res == NOT_SUBMITTED
+
+
+def _bufsize(bufsize: Any, method: str) -> int:
+    # As the stdlib checks recv's size: an int (TypeError), not negative
+    # (ValueError), fits a C ssize_t (OverflowError).
+    size = operator.index(bufsize)
+    if size < 0:
+        raise ValueError(f"negative buffersize in {method}")
+    if size > sys.maxsize:
+        raise OverflowError("Python int too large to convert to C ssize_t")
+    return size
 
 
 def _nbytes(nbytes: int, available: int, method: str) -> int:
@@ -126,22 +155,49 @@ def _writable(buffer: Any, method: str) -> Any:
         ) from None
 
 
-async def _completed_now(res: int, borrowed: Any) -> int:
-    """A MSG_DONTWAIT op that did not block: let go of the caller's buffer, then
-    return its result or raise its error, after a schedule point (as Trio does)."""
-    _let_go(borrowed)
-    if res < 0:
-        await _raise_after_checkpoint(os_error(-res))
-    await cancel_shielded_checkpoint()
-    return res
+# ---------------------------------------------------------------- the ops of each call
+# Each builds the op a socket call performs, from the socket's fd and the call's
+# arguments; a bad argument raises here (UringSocket._io raises it after a schedule
+# point, as Trio does).
 
 
-def _let_go(borrowed: Any) -> None:
-    """Release our export of a caller's buffer (ffi.from_buffer cdata or MsgHdr)."""
-    if isinstance(borrowed, _sockaddr.MsgHdr):
-        borrowed.release()
-    else:
-        ffi.release(borrowed)
+def _send(sock: UringSocket, fd: int, data: Any, flags: int) -> Send:
+    buf = ffi.from_buffer(data)
+    return Send(fd, buf, min(len(buf), _MAX_IO), int(flags))
+
+
+def _recv(sock: UringSocket, fd: int, driver: Driver, bufsize: int, flags: int) -> RecvBytes:
+    stream = sock._stream
+    size = _bufsize(bufsize, "recv")
+    if stream and size > _SCRATCH_MAX:
+        size = _SCRATCH_MAX  # a stream recv may return less than asked for
+    return RecvBytes(fd, driver.scratch(size), size, int(flags), stream)
+
+
+def _recv_into(sock: UringSocket, fd: int, buffer: Any, nbytes: int, flags: int) -> Recv:
+    buf = _writable(buffer, "recv_into")
+    try:
+        return Recv(fd, buf, min(_nbytes(nbytes, len(buf), "recv_into"), _MAX_IO), int(flags))
+    except BaseException:
+        ffi.release(buf)
+        raise
+
+
+def _sendmsg(
+    sock: UringSocket, fd: int, buffers: Iterable[Any], ancdata: Iterable[Any], flags: int, address: Any, method: str
+) -> SendMsg:
+    name = _sockaddr.encode(sock.family, address, method) if address is not None else None
+    control = _sockaddr.encode_ancdata(ancdata) or None
+    return SendMsg(fd, _sockaddr.MsgHdr(buffers, writable=False, name=name, control=control), int(flags))
+
+
+def _recvmsg(sock: UringSocket, fd: int, buffers: Iterable[Any], ancbufsize: int, flags: int) -> RecvMsg:
+    if ancbufsize < 0:
+        raise ValueError("negative buffer size in recvmsg()")
+    msg = _sockaddr.MsgHdr(
+        buffers, writable=True, name_capacity=_sockaddr.SOCKADDR_STORAGE_SIZE, control_capacity=ancbufsize
+    )
+    return RecvMsg(fd, msg, int(flags), sock.family)
 
 
 @protect_from_keyboard_interrupt
@@ -162,6 +218,7 @@ class UringSocket(_SocketType):
         if sock.gettimeout() != 0.0:  # sockets we create are non-blocking already
             sock.setblocking(False)
         self._did_shutdown_SHUT_WR = False
+        self._stream = sock.type == _SOCK_STREAM
         self._accepts: _AcceptQueue | None = None
 
     def dup(self) -> UringSocket:
@@ -185,51 +242,60 @@ class UringSocket(_SocketType):
         if self._sock.fileno() != -1:
             if self._accepts is not None:
                 self._accepts.close()
-            # Cancels our in-flight ops (submitted before it returns), so the fd is
-            # closed after them: see _lifecycle's notify_closing.
+            # Retires the fd: cancels our in-flight ops (submitted before it
+            # returns, so the fd is closed after them) and refuses any later SQE
+            # that would name this number: see _lifecycle's notify_closing.
             trio.lowlevel.notify_closing(self._sock)
             self._sock.close()
 
-    # ---------------------------------------------------------------- one helper
+    # ---------------------------------------------------------------- the one helper
 
-    async def _op(
-        self,
-        driver: OpDriver,
-        slot: int,
-        prep: Callable[..., int],
-        *args: Any,
-        keep: object,
-        borrowed: Any = None,
-        context: str | None = None,
-    ) -> int:
-        """Submit ``prep(fd, *args)`` in ``slot`` and wait for its result (after a
-        cancel point, which the caller has passed).
+    async def _io(self, driver: Driver, build: Callable[..., _SocketOp], *args: Any) -> Any:
+        """Every socket call that goes through the ring, as Trio's
+        ``_nonblocking_helper`` is for epoll:
 
-        ``borrowed`` is the caller's buffer as the kernel sees it (``ffi.from_buffer``
-        or a `_sockaddr.MsgHdr`). Like a syscall, we let go of it when the call
-        returns (``SocketStream.send_all`` releases its memoryview right after
-        ``send``), but only once the CQE is in: a coroutine unwound while its op is
-        still in flight leaves the buffer to the op record.
+        1. a cancel point before anything reaches the kernel;
+        2. build the call's op (a bad argument raises) and capture the fd's
+           FdState (the closed-fd rule is the driver's, see _lifecycle);
+        3. try the op at once (MSG_DONTWAIT, completed within one io_uring_enter):
+           if it did not block, its result or error, after a schedule point;
+        4. else submit the op that waits (`Driver.perform`: cancellation by
+           ASYNC_CANCEL, the CQE decides, retries refused once the fd is retired);
+        5. let go of the caller's buffers once the kernel is done with them.
         """
-        fd = self._sock.fileno()
+        await checkpoint_if_cancelled()
+        op = None
         try:
-            op = driver.start(fd, slot, prep, fd, *args, keep=keep)
+            op = build(self, self._sock.fileno(), *args)
+            st = driver.fd(op.fd)
+            op.now = True
+            res = driver.try_now(op, st)
         except BaseException as exc:
-            if borrowed is not None:  # never submitted: nobody else holds it
-                _let_go(borrowed)
+            if op is not None:
+                op.release()
             await _raise_after_checkpoint(exc)
+        if not _would_block(res):
+            op.res = res
+            try:
+                value = op.result()
+            except BaseException as exc:
+                await _raise_after_checkpoint(exc)
+            finally:
+                op.release()
+            await cancel_shielded_checkpoint()
+            return value
+        waiting = op.waiting(driver.buffers)
         try:
-            return await driver.wait(op, context)
+            return await driver.perform(waiting, st)
         finally:
-            if borrowed is not None and op.user_data not in driver.ops:
-                op.keep = None
-                _let_go(borrowed)
+            if waiting.user_data not in driver.ops:
+                waiting.release()
 
     # ---------------------------------------------------------------- connect
 
     async def connect(self, address: Any) -> None:
         driver = _driver()
-        if driver is None or self.family not in (_sockaddr.AF_INET, _sockaddr.AF_INET6, _sockaddr.AF_UNIX):
+        if driver is None or self.family not in _ENCODED_FAMILIES:
             return await super().connect(address)
         # Like Trio: a connect cannot really be undone, so a cancelled one closes
         # the socket rather than leave it in an unknown state.
@@ -238,13 +304,13 @@ class UringSocket(_SocketType):
             await checkpoint_if_cancelled()
             try:
                 sockaddr = _sockaddr.encode(self.family, address, "connect")
+                assert sockaddr is not None
+                fd = self._sock.fileno()
+                op = Connect(fd, sockaddr, f"Error connecting to {address!r}")
+                st = driver.fd(fd)
             except BaseException as exc:
                 await _raise_after_checkpoint(exc)
-            assert sockaddr is not None
-            await self._op(
-                driver, WRITE, driver.ring.prep_connect, sockaddr, len(sockaddr),
-                keep=sockaddr, context=f"Error connecting to {address!r}",
-            )
+            await driver.perform(op, st)
         except trio.Cancelled:
             self._sock.close()
             raise
@@ -254,14 +320,15 @@ class UringSocket(_SocketType):
     async def accept(self) -> tuple[trio.socket.SocketType, Any]:
         """Like `socket.socket.accept`, but async: connections come from a multishot
         IORING_OP_ACCEPT armed on the first call and queued between calls."""
-        if _driver() is None:
+        driver = _driver()
+        if driver is None:
             if self._accepts is not None and self._accepts.ready:
                 # Connections an io_uring run accepted ahead are still ours to hand out.
                 await trio.lowlevel.checkpoint()
                 return self._wrap_accepted(self._accepts.ready.popleft())
             return await super().accept()
         while True:
-            fd = await self._accept_fd()
+            fd = await self._accept_fd(driver)
             try:
                 return self._wrap_accepted(fd)
             except OSError:
@@ -269,17 +336,17 @@ class UringSocket(_SocketType):
                 # ENOTCONN). accept(2) would have said ECONNABORTED; take the next.
                 continue
 
-    async def _accept_socket(self) -> UringSocket:
+    async def _accept_socket(self, driver: Driver) -> UringSocket:
         """`accept` without the peer's address (a stream does not need it: one
         getpeername syscall less per connection)."""
-        fd = await self._accept_fd()
+        fd = await self._accept_fd(driver)
         sock = self._sock
         return UringSocket(_stdlib_socket.socket(sock.family, sock.type | SOCK_NONBLOCK, sock.proto, fd))
 
-    async def _accept_fd(self) -> int:
-        driver = _driver()
-        assert driver is not None
+    async def _accept_fd(self, driver: Driver) -> int:
         await checkpoint_if_cancelled()
+        if self._sock.fileno() == -1:  # as accept(2) on a closed socket says
+            await _raise_after_checkpoint(os_error(errno.EBADF))
         accepts = self._accepts
         if accepts is None:
             accepts = self._accepts = _AcceptQueue(self)
@@ -287,7 +354,13 @@ class UringSocket(_SocketType):
         blocked = False
         while True:
             if accepts.ready:
-                fd = accepts.take()
+                fd = accepts.ready.popleft()
+                if accepts.wants_more():  # stopped when full: resume as the queue drains
+                    try:
+                        accepts.arm(driver, driver.fd(self._sock.fileno()))
+                    except BaseException:
+                        close_quietly(fd)
+                        raise
                 if not blocked:
                     await cancel_shielded_checkpoint()
                 return fd
@@ -297,9 +370,19 @@ class UringSocket(_SocketType):
                 if blocked:
                     raise exc
                 await _raise_after_checkpoint(exc)
-            if accepts.op is None:
-                accepts.arm()
-            await accepts.wait()
+            try:
+                st = driver.fd(self._sock.fileno())
+                if accepts.wants_more():
+                    accepts.arm(driver, st)
+                waiter = accepts.waiter = driver.park(st, READ)
+            except BaseException as exc:
+                if blocked:
+                    raise
+                await _raise_after_checkpoint(exc)
+            try:
+                await driver.sleep(waiter)
+            finally:
+                accepts.waiter = None
             blocked = True
 
     def _wrap_accepted(self, fd: int) -> tuple[UringSocket, Any]:
@@ -319,31 +402,7 @@ class UringSocket(_SocketType):
         driver = _driver()
         if driver is None:
             return await super().send(data, flags)
-        await checkpoint_if_cancelled()
-        fd = self._sock.fileno()
-        cbuf = None
-        try:
-            cbuf = ffi.from_buffer(data)
-            n = len(cbuf)
-            if n > _MAX_IO:
-                n = _MAX_IO
-            res = driver.ring.send_now(fd, cbuf, n, flags)  # MSG_DONTWAIT: done or -EAGAIN
-        except BaseException as exc:
-            if cbuf is not None:
-                ffi.release(cbuf)
-            await _raise_after_checkpoint(exc)
-        if res >= 0:
-            ffi.release(cbuf)
-            await cancel_shielded_checkpoint()
-            return res
-        if not _would_block(res):
-            ffi.release(cbuf)
-            await _raise_after_checkpoint(os_error(-res))
-        # No room yet: a SEND that waits in the kernel, holding the caller's buffer.
-        return await self._op(
-            driver, WRITE, driver.ring.prep_send, cbuf, n, int(flags) & _NOT_DONTWAIT, ffi.NULL, 0,
-            keep=cbuf, borrowed=cbuf,
-        )
+        return await self._io(driver, _send, data, flags)  # type: ignore[no-any-return]
 
     async def sendto(self, *args: Any) -> int:
         """Like `socket.socket.sendto`, but async: ``sendto(data[, flags], address)``."""
@@ -352,7 +411,7 @@ class UringSocket(_SocketType):
             return await super().sendto(*args)
         data, flags, address = (args[0], 0, args[1]) if len(args) == 2 else args
         address = await self._resolve_address_nocp(address, local=False)
-        return await self._sendmsg(driver, [data], (), flags, address, "sendto")
+        return await self._io(driver, _sendmsg, [data], (), flags, address, "sendto")  # type: ignore[no-any-return]
 
     async def sendmsg(
         self,
@@ -367,34 +426,40 @@ class UringSocket(_SocketType):
             return await super().sendmsg(buffers, ancdata, flags, address)
         if address is not None:
             address = await self._resolve_address_nocp(address, local=False)
-        return await self._sendmsg(driver, buffers, ancdata, flags, address, "sendmsg")
+        return await self._io(driver, _sendmsg, buffers, ancdata, flags, address, "sendmsg")  # type: ignore[no-any-return]
 
-    async def _sendmsg(
-        self,
-        driver: OpDriver,
-        buffers: Iterable[Any],
-        ancdata: Iterable[tuple[int, int, Any]],
-        flags: int,
-        address: Any,
-        method: str,
-    ) -> int:
+    async def _send_all(self, driver: Driver, data: Any) -> None:
+        """`trio.abc.SendStream.send_all` on this socket (for the streams): what fits
+        goes out at once (MSG_DONTWAIT); the rest with SENDs that wait for room
+        (MSG_WAITALL: a short count means an error ended it). OSError for an error;
+        ClosedResourceError if another task closes the socket meanwhile."""
         await checkpoint_if_cancelled()
         fd = self._sock.fileno()
-        msg = None
+        if fd == -1:
+            await _raise_after_checkpoint(trio.ClosedResourceError("socket was already closed"))
+        st = driver.fd(fd)
+        # bytes go to C as they are; other buffers through ffi.from_buffer.
+        buf = data if type(data) is bytes else ffi.from_buffer(data)
+        total = len(buf)
+        res = driver.send_now(st, buf, total, 0) if 0 < total <= _MAX_IO else 0
+        if res == total or (res < 0 and not _would_block(res)):
+            if buf is not data:
+                ffi.release(buf)
+            if res < 0:
+                await _raise_after_checkpoint(os_error(-res))
+            await cancel_shielded_checkpoint()
+            return
+        if buf is data:
+            buf = ffi.from_buffer(data)  # for pointer arithmetic (the rest starts mid-buffer)
+        sent = max(res, 0)
+        op: Send | None = None
         try:
-            name = _sockaddr.encode(self.family, address, method) if address is not None else None
-            control = _sockaddr.encode_ancdata(ancdata) or None
-            msg = _sockaddr.MsgHdr(buffers, writable=False, name=name, control=control)
-            res = driver.try_now(driver.ring.prep_sendmsg, fd, msg.hdr, int(flags) | MSG_DONTWAIT)
-        except BaseException as exc:
-            if msg is not None:
-                msg.release()
-            await _raise_after_checkpoint(exc)
-        if not _would_block(res):
-            return await _completed_now(res, msg)
-        return await self._op(
-            driver, WRITE, driver.ring.prep_sendmsg, msg.hdr, int(flags) & _NOT_DONTWAIT, keep=msg, borrowed=msg
-        )
+            while sent < total:
+                op = Send(fd, buf, min(total - sent, _MAX_IO), _MSG_WAITALL, offset=sent)
+                sent += await driver.perform(op, st)
+        finally:
+            if op is None or op.user_data not in driver.ops:
+                ffi.release(buf)
 
     # ---------------------------------------------------------------- recv
 
@@ -402,93 +467,58 @@ class UringSocket(_SocketType):
         driver = _driver()
         if driver is None:
             return await super().recv(bufsize, flags)
-        return await self._recv(driver, bufsize, flags)
+        return await self._io(driver, _recv, driver, bufsize, flags)  # type: ignore[no-any-return]
 
-    async def _recv(self, driver: OpDriver, bufsize: int, flags: int) -> bytes:
-        """`recv` on the io_uring backend; also `UringSocketStream.receive_some`'s."""
+    async def _receive_some(self, driver: Driver, max_bytes: int) -> bytes:
+        """`trio.abc.ReceiveStream.receive_some` on this stream socket (for the
+        streams): `recv` without the generality. What has arrived comes back with
+        one io_uring_enter; else a RECV waits with no buffer of its own."""
         await checkpoint_if_cancelled()
-        fd = self._sock.fileno()
+        if max_bytes > _SCRATCH_MAX:
+            max_bytes = _SCRATCH_MAX
+        scratch = driver.scratch(max_bytes)
         try:
-            if bufsize < 0:
-                raise ValueError("negative buffersize in recv")
-            if bufsize > _SCRATCH_MAX:
-                bufsize = _SCRATCH_MAX  # recv may return less than asked for
-            scratch = driver.scratch(bufsize)
-            res = driver.ring.recv_now(fd, scratch, bufsize, flags)  # MSG_DONTWAIT: data or -EAGAIN
+            st = driver.fd(self._sock.fileno())
+            res = driver.recv_now(st, scratch, max_bytes, 0)  # MSG_DONTWAIT: data or -EAGAIN
         except BaseException as exc:
             await _raise_after_checkpoint(exc)
         if res >= 0:
-            data: bytes = ffi.unpack(scratch, res)
+            data: bytes = ffi.unpack(scratch, min(res, max_bytes))
             await cancel_shielded_checkpoint()
             return data
         if not _would_block(res):
             await _raise_after_checkpoint(os_error(-res))
-        # Nothing there yet: a RECV that waits in the kernel. Its buffer comes from
-        # the provided-buffer ring when data arrives, so waiting holds no memory.
-        buffers = driver.buffers
-        flags = int(flags) & _NOT_DONTWAIT
-        while True:
-            try:
-                op = driver.start(
-                    fd, READ, driver.ring.prep_recv_select, fd, min(bufsize, buffers.size), flags,
-                    buffers.bgid, 0, keep=buffers, op_class=RecvOp,
-                )
-            except BaseException as exc:
-                await _raise_after_checkpoint(exc)
-            try:
-                n = await driver.wait(op)
-            except OSError as exc:
-                if exc.errno == _ENOBUFS:  # more receives landed at once than buffers: again
-                    continue
-                raise
-            return op.data if n else b""
+        return await driver.perform(RecvSelect(st.fd, max_bytes, 0, driver.buffers()), st)  # type: ignore[no-any-return]
 
     async def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         driver = _driver()
         if driver is None:
             return await super().recv_into(buffer, nbytes, flags)
-        await checkpoint_if_cancelled()
-        fd = self._sock.fileno()
-        cbuf = None
-        try:
-            cbuf = _writable(buffer, "recv_into")
-            nbytes = min(_nbytes(nbytes, len(cbuf), "recv_into"), _MAX_IO)
-            res = driver.ring.recv_now(fd, cbuf, nbytes, flags)
-        except BaseException as exc:
-            if cbuf is not None:
-                ffi.release(cbuf)
-            await _raise_after_checkpoint(exc)
-        if not _would_block(res):
-            return await _completed_now(res, cbuf)
-        return await self._op(
-            driver, READ, driver.ring.prep_recv, cbuf, nbytes, int(flags) & _NOT_DONTWAIT, keep=cbuf, borrowed=cbuf
-        )
+        return await self._io(driver, _recv_into, buffer, nbytes, flags)  # type: ignore[no-any-return]
 
     async def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:
         driver = _driver()
         if driver is None or self.family not in _ENCODED_FAMILIES:
             return await super().recvfrom(bufsize, flags)
-        await checkpoint_if_cancelled()
         try:
-            if bufsize < 0:
-                raise ValueError("negative buffersize in recvfrom")
-            buf = bytearray(bufsize)
+            buf = bytearray(_bufsize(bufsize, "recvfrom"))
         except BaseException as exc:
+            await checkpoint_if_cancelled()
             await _raise_after_checkpoint(exc)
-        n, _, _, address = await self._recvmsg(driver, [buf], 0, flags)
-        return bytes(buf[:n]), address
+        n, _, _, address = await self._io(driver, _recvmsg, [buf], 0, flags)
+        return bytes(buf[: min(n, len(buf))]), address
 
     async def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
         driver = _driver()
         if driver is None or self.family not in _ENCODED_FAMILIES:
             return await super().recvfrom_into(buffer, nbytes, flags)
-        await checkpoint_if_cancelled()
         try:
             view = memoryview(buffer).cast("B")
             view = view[: _nbytes(nbytes, len(view), "recvfrom_into")]
         except BaseException as exc:
+            await checkpoint_if_cancelled()
             await _raise_after_checkpoint(exc)
-        n, _, _, address = await self._recvmsg(driver, [view], 0, flags)
+        n, _, _, address = await self._io(driver, _recvmsg, [view], 0, flags)
         return n, address
 
     async def recvmsg(
@@ -497,15 +527,15 @@ class UringSocket(_SocketType):
         driver = _driver()
         if driver is None or self.family not in _ENCODED_FAMILIES:
             return await super().recvmsg(bufsize, ancbufsize, flags)
-        await checkpoint_if_cancelled()
         try:
             if bufsize < 0:
                 raise ValueError("negative buffer size in recvmsg()")
-            buf = bytearray(bufsize)
+            buf = bytearray(_bufsize(bufsize, "recvmsg"))
         except BaseException as exc:
+            await checkpoint_if_cancelled()
             await _raise_after_checkpoint(exc)
-        n, ancdata, msg_flags, address = await self._recvmsg(driver, [buf], ancbufsize, flags)
-        return bytes(buf[:n]), ancdata, msg_flags, address
+        n, ancdata, msg_flags, address = await self._io(driver, _recvmsg, [buf], ancbufsize, flags)
+        return bytes(buf[: min(n, len(buf))]), ancdata, msg_flags, address
 
     async def recvmsg_into(
         self, buffers: Iterable[Any], ancbufsize: int = 0, flags: int = 0, /
@@ -513,51 +543,10 @@ class UringSocket(_SocketType):
         driver = _driver()
         if driver is None or self.family not in _ENCODED_FAMILIES:
             return await super().recvmsg_into(buffers, ancbufsize, flags)
-        await checkpoint_if_cancelled()
-        return await self._recvmsg(driver, buffers, ancbufsize, flags)
-
-    async def _recvmsg(
-        self, driver: OpDriver, buffers: Iterable[Any], ancbufsize: int, flags: int
-    ) -> tuple[int, list[tuple[int, int, bytes]], int, Any]:
-        fd = self._sock.fileno()
-        msg = None
-        try:
-            if ancbufsize < 0:
-                raise ValueError("negative buffer size in recvmsg()")
-            msg = _sockaddr.MsgHdr(
-                buffers, writable=True, name_capacity=_sockaddr.SOCKADDR_STORAGE_SIZE, control_capacity=ancbufsize
-            )
-            res = driver.try_now(driver.ring.prep_recvmsg, fd, msg.hdr, int(flags) | MSG_DONTWAIT)
-        except BaseException as exc:
-            if msg is not None:
-                msg.release()
-            await _raise_after_checkpoint(exc)
-        if not _would_block(res):
-            n = await _completed_now(res, msg)
-        else:
-            msg.reset()  # the waiting op starts from a clean msghdr
-            n = await self._op(
-                driver, READ, driver.ring.prep_recvmsg, msg.hdr, int(flags) & _NOT_DONTWAIT, keep=msg, borrowed=msg
-            )
-        address = _sockaddr.decode(self.family, msg.received_name())
-        return n, _sockaddr.decode_ancdata(msg.received_control()), msg.hdr.msg_flags, address
-
-
-_ENCODED_FAMILIES: Final = (_sockaddr.AF_INET, _sockaddr.AF_INET6, _sockaddr.AF_UNIX)
+        return await self._io(driver, _recvmsg, buffers, ancbufsize, flags)  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------- multishot accept
-
-
-class _MultishotAccept(Op):
-    """One arming of a listener's multishot ACCEPT: many CQEs, one per connection."""
-
-    __slots__ = ("queue",)
-
-    queue: _AcceptQueue
-
-    def on_cqe(self, res: int, flags: int, reschedule: Callable[[Task], None]) -> None:
-        self.queue.completed(self, res, flags)
 
 
 @protect_from_keyboard_interrupt
@@ -567,65 +556,54 @@ class _AcceptQueue:
     Bounded: when ``limit`` connections are waiting, the multishot is cancelled and
     the kernel's backlog holds the rest; it is re-armed when the queue is half
     drained. (Once armed, the kernel accepts everything in the backlog in one go:
-    the bound is ``limit`` plus one listen backlog.) Every fd that arrives is owned here until accept() takes it, and
-    closed if the listener closes first. An error CQE (EMFILE, ENFILE, ...) ends the
-    multishot; the next accept() raises it (Trio's serve_listeners backs off) and
-    the one after re-arms.
+    the bound is ``limit`` plus one listen backlog.) Every fd that arrives is owned
+    here until accept() takes it, and closed if the listener closes first, or is
+    dropped without being closed: a finalizer then cancels the multishot, which
+    would otherwise keep the listening socket's file, and its port, alive. An error
+    CQE (EMFILE, ENFILE, ...) ends the multishot; the next accept() raises it
+    (Trio's serve_listeners backs off) and the one after re-arms.
+
+    It holds no reference to its listener, so that the listener can be collected.
     """
 
     def __init__(self, listener: UringSocket) -> None:
-        self.listener = listener
         self.limit = listener.accept_queue_limit
-        self.driver: OpDriver | None = None
+        self.driver: Driver | None = None
         self.ready: deque[int] = deque()
         self.error: int | None = None
-        self.op: _MultishotAccept | None = None
+        self.op: AcceptMulti | None = None
         self.waiter: Waiter | None = None
         self.closed = False
+        weakref.finalize(listener, self.close)
 
-    def bind(self, driver: OpDriver) -> None:
+    def bind(self, driver: Driver) -> None:
         if self.driver is not driver:  # a new run: the old one's op and waiter are gone
             self.driver = driver
             self.op = None
             self.waiter = None
 
-    def arm(self) -> None:
-        assert self.driver is not None
-        fd = self.listener.fileno()
-        op = self.driver.start(
-            fd, BACKGROUND, self.driver.ring.prep_accept, fd, ffi.NULL, ffi.NULL,
-            SOCK_CLOEXEC | SOCK_NONBLOCK, 1, op_class=_MultishotAccept,
-        )
-        op.queue = self
-        self.driver.add_background(op)
+    def arm(self, driver: Driver, st: FdState) -> None:
+        op = AcceptMulti(st.fd, self.completed, SOCK_CLOEXEC | SOCK_NONBLOCK)
+        driver.start(op, st)
         self.op = op
 
-    def take(self) -> int:
-        fd = self.ready.popleft()
-        if self.op is None and self.error is None and not self.closed and len(self.ready) <= self.limit // 2:
-            self.arm()  # stopped when full (or ended by the kernel): resume as the queue drains
-        return fd
+    def wants_more(self) -> bool:
+        """Whether to arm the multishot: stopped (full, or ended by the kernel), no
+        error to report first, and the queue at most half full."""
+        return self.op is None and self.error is None and not self.closed and len(self.ready) <= self.limit // 2
 
-    async def wait(self) -> None:
-        assert self.driver is not None
-        waiter = self.waiter = self.driver.park(self.listener.fileno(), READ)
-        try:
-            await self.driver.sleep(waiter)
-        finally:
-            self.waiter = None
-
-    def completed(self, op: _MultishotAccept, res: int, flags: int) -> None:
-        if not flags & CQE_F_MORE and self.op is op:
+    def completed(self, op: AcceptMulti, res: int, final: bool) -> None:
+        # Runs from the op's CQEs (dispatch), before its final CQE moves its state.
+        if final and self.op is op:
             self.op = None  # ended; the next accept() arms a new one
         if res >= 0:
             if self.closed:
-                _close_quietly(res)
+                close_quietly(res)
             else:
                 self.ready.append(res)
-                if len(self.ready) >= self.limit and self.op is op:
-                    assert self.driver is not None
+                if len(self.ready) >= self.limit and self.op is op and self.driver is not None:
                     self.driver.cancel(op)
-        elif not op.cancelled:
+        elif op.state is State.IN_FLIGHT:  # an error nobody asked for (not our cancel)
             self.error = -res
         if self.waiter is not None and self.driver is not None:
             self.driver.wake(self.waiter)
@@ -633,18 +611,10 @@ class _AcceptQueue:
     def close(self) -> None:
         self.closed = True
         while self.ready:
-            _close_quietly(self.ready.popleft())
-
-    def __del__(self) -> None:
-        for fd in self.ready:
-            _close_quietly(fd)
-
-
-def _close_quietly(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
+            close_quietly(self.ready.popleft())
+        op, driver = self.op, self.driver
+        if op is not None and driver is not None and not driver.closed and threading.get_ident() == driver.thread:
+            driver.cancel(op)
 
 
 # ---------------------------------------------------------------- creation
@@ -652,46 +622,53 @@ def _close_quietly(fd: int) -> None:
 
 @enable_ki_protection
 def socket(
-    family: int = _stdlib_socket.AF_INET,
-    type: int = _stdlib_socket.SOCK_STREAM,
-    proto: int = 0,
+    family: int = -1,
+    type: int = -1,
+    proto: int = -1,
     fileno: int | None = None,
 ) -> trio.socket.SocketType:
     """Like `trio.socket.socket`, created by IORING_OP_SOCKET on the io_uring backend.
 
     Synchronous: it submits the op and waits for that one completion. Raises
     OSError with the errno socket(2) would give (EAFNOSUPPORT, EINVAL, EMFILE, ...).
+    -1 means the stdlib's default (AF_INET, SOCK_STREAM, protocol 0), as in
+    `socket.socket`.
     """
+    family, type, proto = _defaults(family, type, proto)
     driver = _driver() if fileno is None else None
     if driver is None:
         return trio.socket.socket(family, type, proto, fileno)
-    op = driver.start(-1, BACKGROUND, driver.ring.prep_socket, family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, proto)
-    return _wrap_created(driver.complete_now(op), family, type, proto)
+    fd = driver.complete_now(Socket(family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, proto))
+    return _wrap_created(fd, family, type, proto)
 
 
 @enable_ki_protection
-async def socket_async(
-    family: int = _stdlib_socket.AF_INET,
-    type: int = _stdlib_socket.SOCK_STREAM,
-    proto: int = 0,
-) -> trio.socket.SocketType:
+async def socket_async(family: int = -1, type: int = -1, proto: int = -1) -> trio.socket.SocketType:
     """`socket`, as a checkpoint that waits for the IORING_OP_SOCKET completion
     with the run loop instead of blocking it."""
+    family, type, proto = _defaults(family, type, proto)
     driver = _driver()
     if driver is None:
         await trio.lowlevel.checkpoint()
         return trio.socket.socket(family, type, proto)
     await checkpoint_if_cancelled()
-    op = driver.start(-1, BACKGROUND, driver.ring.prep_socket, family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, proto)
     # A socket created although the caller was cancelled is still returned (the
     # cancel is delivered at the next checkpoint): it is never lost unclosed.
-    return _wrap_created(await driver.wait(op), family, type, proto)
+    fd = await driver.perform(Socket(family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, proto), None)
+    return _wrap_created(fd, family, type, proto)
 
 
-def _wrap_created(res: int, family: int, type: int, proto: int) -> UringSocket:
-    if res < 0:
-        raise os_error(-res)
-    return UringSocket(_stdlib_socket.socket(family, type | SOCK_NONBLOCK, proto, res))
+def _defaults(family: int, type: int, proto: int) -> tuple[int, int, int]:
+    # socket.socket's: -1 stands for the default of each argument.
+    return (
+        _stdlib_socket.AF_INET if family == -1 else family,
+        _stdlib_socket.SOCK_STREAM if type == -1 else type,
+        0 if proto == -1 else proto,
+    )
+
+
+def _wrap_created(fd: int, family: int, type: int, proto: int) -> UringSocket:
+    return UringSocket(_stdlib_socket.socket(family, type | SOCK_NONBLOCK, proto, fd))
 
 
 class UringSocketFactory(trio.abc.SocketFactory):

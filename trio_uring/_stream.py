@@ -35,11 +35,8 @@ import socket as _stdlib_socket
 from typing import TYPE_CHECKING, Any, Final, overload
 
 import trio
-from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
-from ._lifecycle import WRITE, Op, OpDriver, protect_from_keyboard_interrupt
-from ._ring import NOT_SUBMITTED
-from ._ring_cffi import ffi
+from ._lifecycle import Driver, protect_from_keyboard_interrupt
 from ._socket import UringSocket, _driver, _driver_if_running
 
 if TYPE_CHECKING:
@@ -55,9 +52,6 @@ __all__ = [
 ]
 
 DEFAULT_RECEIVE_SIZE: Final = 65536
-_EAGAIN: Final = -errno.EAGAIN
-_MSG_WAITALL: Final = int(_stdlib_socket.MSG_WAITALL)
-_MAX_IO: Final = 0x7FFFF000
 _CLOSED_ERRNOS: Final = (errno.EBADF, errno.ENOTSOCK)
 # Trio sets these on every SocketStream (see trio/_highlevel_socket.py).
 _TCP_NOTSENT_LOWAT: Final = getattr(_stdlib_socket, "TCP_NOTSENT_LOWAT", 25)
@@ -91,19 +85,19 @@ class UringSocketStream(trio.abc.HalfCloseableStream):
         self._sending = False
         self._receiving = False
         # Bound on first use (see _bind): the run's driver and the stdlib socket.
-        self._driver: OpDriver | None = None
-        self._sock: Any = None  # the stdlib socket, once bound (read on every send)
+        self._driver: Driver | None = None
+        self._uring_socket: UringSocket | None = None
         if not _inherited_sockopts:
             _set_stream_sockopts(socket)
 
-    def _bind(self) -> OpDriver | None:
+    def _bind(self) -> Driver | None:
         """The io_uring driver of the running run, or None (another backend, or a
         socket that is not ours: then Trio's own logic is used)."""
         driver = _driver()
         if driver is None or not isinstance(self.socket, UringSocket):
             return None
         self._driver = driver
-        self._sock = self.socket._sock
+        self._uring_socket = self.socket
         return driver
 
     # ---------------------------------------------------------------- send
@@ -120,55 +114,16 @@ class UringSocketStream(trio.abc.HalfCloseableStream):
                     if self.socket.did_shutdown_SHUT_WR:
                         raise trio.ClosedResourceError("can't send data after sending EOF")
                     return await _stock_send_all(self.socket, data)
-            if self.socket._did_shutdown_SHUT_WR:  # type: ignore[attr-defined]
+            sock = self._uring_socket
+            assert sock is not None
+            if sock._did_shutdown_SHUT_WR:
                 raise trio.ClosedResourceError("can't send data after sending EOF")
-            await checkpoint_if_cancelled()
-            fd = self._sock.fileno()
-            if fd == -1:
-                await cancel_shielded_checkpoint()
-                raise trio.ClosedResourceError("socket was already closed")
-            # bytes go to C as they are; other buffers through ffi.from_buffer.
-            cbuf = data if type(data) is bytes else ffi.from_buffer(data)
-            total = len(cbuf)
-            if not total or total > _MAX_IO:
-                res = 0
-            else:
-                res = driver.ring.send_now(fd, cbuf, total, 0)  # MSG_DONTWAIT: as much as fits
-            if res == total:
-                if cbuf is not data:
-                    ffi.release(cbuf)
-                await cancel_shielded_checkpoint()
-                return
-            if res < 0 and res != _EAGAIN and res != NOT_SUBMITTED:
-                if cbuf is not data:
-                    ffi.release(cbuf)
-                await cancel_shielded_checkpoint()
-                raise _broken(OSError(-res, os.strerror(-res)))
-            if cbuf is data:
-                cbuf = ffi.from_buffer(data)
-            await self._send_rest(driver, fd, cbuf, max(res, 0), total)
+            try:
+                await sock._send_all(driver, data)
+            except OSError as exc:
+                raise _broken(exc) from None
         finally:
             self._sending = False
-
-    async def _send_rest(self, driver: OpDriver, fd: int, cbuf: Any, sent: int, total: int) -> None:
-        # What did not fit: one SEND that waits for room and, with MSG_WAITALL,
-        # sends everything (a short count means an error ended it; the next call
-        # reports that error). The caller's buffer is let go once no op holds it.
-        op: Op | None = None
-        try:
-            while sent < total:
-                left = total - sent
-                op = driver.start(
-                    fd, WRITE, driver.ring.prep_send, fd, cbuf + sent, left if left <= _MAX_IO else _MAX_IO,
-                    _MSG_WAITALL, ffi.NULL, 0, keep=cbuf,
-                )
-                try:
-                    sent += await driver.wait(op)
-                except OSError as exc:
-                    raise _broken(exc) from None
-        finally:
-            if op is None or op.user_data not in driver.ops:
-                ffi.release(cbuf)
 
     async def wait_send_all_might_not_block(self) -> None:
         if self._sending:
@@ -219,8 +174,10 @@ class UringSocketStream(trio.abc.HalfCloseableStream):
                 driver = self._bind()
                 if driver is None:
                     return await _stock_receive_some(self.socket, max_bytes)
+            sock = self._uring_socket
+            assert sock is not None
             try:
-                return await self.socket._recv(driver, max_bytes, 0)  # type: ignore[attr-defined,no-any-return]
+                return await sock._receive_some(driver, max_bytes)
             except OSError as exc:
                 raise _broken(exc) from None
         finally:
@@ -323,8 +280,9 @@ class UringSocketListener(trio.abc.Listener[UringSocketStream]):
         """Accept an incoming connection (from the socket's multishot ACCEPT queue)."""
         while True:
             try:
-                if isinstance(self.socket, UringSocket) and _driver() is not None:
-                    sock: trio.socket.SocketType = await self.socket._accept_socket()
+                driver = _driver()
+                if isinstance(self.socket, UringSocket) and driver is not None:
+                    sock: trio.socket.SocketType = await self.socket._accept_socket(driver)
                     return UringSocketStream(sock, _inherited_sockopts=True)
                 sock, _ = await self.socket.accept()
             except OSError as exc:

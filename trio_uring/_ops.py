@@ -1,0 +1,517 @@
+"""Every io_uring operation trio_uring performs, declared once.
+
+An op is a small record, in the manner of compio's op structs and Trio's
+``AFDPollOp``: the inputs its SQE names, the memory the kernel may touch until the
+op's final CQE, and how that CQE becomes a result. An op knows nothing about tasks,
+cancellation or closing: `trio_uring._lifecycle` drives every op through the same
+states (its essay explains them), and it is the only code that calls `Op.write`.
+
+What each op class declares:
+
+* ``opcode``, and the SQE writer its `write` calls (``ring.write.<name>``, generated
+  from ``_ring_api.py``);
+* ``slot``: READ or WRITE if the op is one direction of its fd's traffic (Trio allows
+  one task per direction and fd: a second one gets BusyResourceError), NO_SLOT
+  otherwise;
+* ``waits_for_cqe``: whether a cancelled waiter must wait for the op's own CQE
+  (Abort.FAILED: the op may have happened, and the kernel may still use its memory)
+  or can leave at once (Abort.SUCCEEDED: a readiness poll owns nothing and changes
+  nothing);
+* the memory it owns: every buffer, sockaddr and msghdr the SQE points at is an
+  attribute of the op, so it lives exactly as long as the driver's record of the
+  op, which is dropped at the final CQE;
+* `complete` (the final CQE arrives), `more` (a CQE of a multishot op that has more
+  to come), `result` (what the waiting task gets: a value, or OSError for a negated
+  errno) and `discard` (undo a result nobody will take, such as an fd);
+* ``used_for`` and ``since``: what trio_uring uses it for and the first Linux that
+  has it, for ``python -m trio_uring check``.
+
+Ops that need more than one field are written here only; the socket layer builds
+them (``Recv(fd, buf, nbytes, flags)``) and hands them to the driver.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+from . import _sockaddr
+from ._ring import CQE_F_BUFFER, IOSQE_BUFFER_SELECT, BufferRing, Opcode, os_error
+from ._ring_cffi import ffi
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import NoReturn
+
+    from trio.lowlevel import Task
+
+    from ._ring_writers import Writers
+    from ._sockaddr import MsgHdr
+
+__all__ = [
+    "NO_SLOT",
+    "OPS",
+    "READ",
+    "WRITE",
+    "AcceptMulti",
+    "Connect",
+    "Op",
+    "PollIn",
+    "PollOut",
+    "Read",
+    "Recv",
+    "RecvBytes",
+    "RecvMsg",
+    "RecvSelect",
+    "Send",
+    "SendMsg",
+    "Socket",
+]
+
+# The slot of its fd an op takes while it is in flight.
+READ: Final = 0
+WRITE: Final = 1
+NO_SLOT: Final = 2
+
+POLLIN: Final = 0x001
+POLLOUT: Final = 0x004
+POLLERR: Final = 0x008
+POLLHUP: Final = 0x010
+POLLNVAL: Final = 0x020
+POLL_ADD_MULTI: Final = 1  # IORING_POLL_ADD_MULTI
+ACCEPT_MULTISHOT: Final = 1  # IORING_ACCEPT_MULTISHOT
+
+_ENOBUFS: Final = errno.ENOBUFS
+# Plain ints: `flags | socket.MSG_DONTWAIT` would go through enum.IntFlag (~2 us).
+MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
+_NOT_DONTWAIT: Final = ~MSG_DONTWAIT
+# A receive that waits returns what arrives first, as Trio's does on epoll (its
+# MSG_DONTWAIT retry after readiness returns what is there): MSG_WAITALL is not
+# passed to a waiting op, which would hold the task until all of it came.
+_NOT_WAITALL: Final = ~int(socket.MSG_WAITALL)
+
+
+class Op:
+    """One SQE and everything the kernel may touch until its final CQE.
+
+    The first group of attributes is the driver's bookkeeping (`_lifecycle`);
+    subclasses add their inputs and the memory they own.
+    """
+
+    __slots__ = ("fd", "fdstate", "flags", "raise_cancel", "res", "state", "task", "user_data")
+
+    opcode: ClassVar[Opcode]
+    slot: ClassVar[int] = NO_SLOT
+    waits_for_cqe: ClassVar[bool] = True
+    #: errnos after which the driver submits the op again (still subject to the
+    #: closed-fd rule): the kernel ran short of something for a moment.
+    retry_errnos: ClassVar[frozenset[int]] = frozenset()
+    used_for: ClassVar[str]
+    since: ClassVar[str]
+
+    # Set by the driver.
+    user_data: int
+    state: Any  # _lifecycle.State
+    task: Task | None
+    fdstate: Any  # _lifecycle.FdState, or None for an op on no fd
+    raise_cancel: Callable[[], NoReturn]
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.user_data = 0  # none yet (0 is never an op's)
+        self.res = 0
+        self.flags = 0
+
+    def write(self, w: Writers, user_data: int) -> int:
+        """Write the SQE (one ``w.<writer>(...)`` call); 0 or a negated errno."""
+        raise NotImplementedError
+
+    def more(self, res: int, flags: int) -> bool:
+        """A CQE with IORING_CQE_F_MORE (multishot): the op goes on. True wakes the
+        waiting task, which then gets `result` while the op is still in flight."""
+        return False
+
+    def complete(self, res: int, flags: int) -> None:
+        """The final CQE. Runs whatever happened to the task."""
+        self.res = res
+        self.flags = flags
+
+    def result(self) -> Any:
+        """What the waiting task gets for a completed op; OSError for an error."""
+        res = self.res
+        if res < 0:
+            raise os_error(-res)
+        return res
+
+    def discard(self) -> None:
+        """Undo a completed result that no task will take (the default: nothing to undo)."""
+
+    def release(self) -> None:
+        """Let go of a caller's buffer the op borrowed (``ffi.from_buffer``), once no
+        SQE of ours points at it (the default: it borrowed nothing)."""
+
+
+class PollIn(Op):
+    """IORING_OP_POLL_ADD for POLLIN: `trio.lowlevel.wait_readable`."""
+
+    __slots__ = ("multishot",)
+    opcode = Opcode.POLL_ADD
+    slot = READ
+    waits_for_cqe = False
+    events: ClassVar[int] = POLLIN
+    used_for = "wait_readable / wait_writable"
+    since = "5.1"
+
+    def __init__(self, fd: int, multishot: bool = False) -> None:
+        super().__init__(fd)
+        self.multishot = multishot
+
+    @property
+    def wanted(self) -> int:
+        """The events that end the wait (errors and hang-ups included, as with epoll)."""
+        return self.events | POLLERR | POLLHUP | POLLNVAL
+
+    def write(self, w: Writers, user_data: int) -> int:
+        return w.poll_add(self.fd, self.events, POLL_ADD_MULTI if self.multishot else 0, user_data)
+
+    def more(self, res: int, flags: int) -> bool:
+        # A multishot poll (see _lifecycle.Driver.wait_ready) wakes its task only for
+        # events it asked for.
+        if res >= 0 and res & self.wanted:
+            self.res = res
+            return True
+        return False
+
+
+class PollOut(PollIn):
+    """IORING_OP_POLL_ADD for POLLOUT: `trio.lowlevel.wait_writable`."""
+
+    __slots__ = ()
+    slot = WRITE
+    events = POLLOUT
+
+
+class Read(Op):
+    """IORING_OP_READ into ``buf`` (the backend's own wake-up eventfd)."""
+
+    __slots__ = ("buf", "nbytes", "offset")
+    opcode = Opcode.READ
+    used_for = "force_wakeup (eventfd)"
+    since = "5.6"
+
+    def __init__(self, fd: int, buf: Any, nbytes: int, offset: int = -1) -> None:
+        super().__init__(fd)
+        self.buf = buf
+        self.nbytes = nbytes
+        self.offset = offset
+
+    def write(self, w: Writers, user_data: int) -> int:
+        return w.read(self.fd, self.buf, self.nbytes, self.offset & 0xFFFF_FFFF_FFFF_FFFF, user_data)
+
+
+class Socket(Op):
+    """IORING_OP_SOCKET: a new socket; the CQE's res is its fd."""
+
+    __slots__ = ("domain", "proto", "type")
+    opcode = Opcode.SOCKET
+    used_for = "socket()"
+    since = "5.19"
+
+    def __init__(self, domain: int, type: int, proto: int) -> None:
+        super().__init__(-1)
+        self.domain = domain
+        self.type = type
+        self.proto = proto
+
+    def write(self, w: Writers, user_data: int) -> int:
+        return w.socket(self.domain, self.type, self.proto, user_data)
+
+    def discard(self) -> None:
+        if self.res >= 0:  # a socket made for a caller who left: close it
+            close_quietly(self.res)
+
+
+class Connect(Op):
+    """IORING_OP_CONNECT to ``sockaddr`` (copied by the kernel at submission; kept anyway)."""
+
+    __slots__ = ("context", "sockaddr")
+    opcode = Opcode.CONNECT
+    slot = WRITE
+    used_for = "connect()"
+    since = "5.5"
+
+    def __init__(self, fd: int, sockaddr: bytes, context: str) -> None:
+        super().__init__(fd)
+        self.sockaddr = sockaddr
+        self.context = context  # "Error connecting to ('host', port)", as Trio says
+
+    def write(self, w: Writers, user_data: int) -> int:
+        return w.connect(self.fd, self.sockaddr, len(self.sockaddr), user_data)
+
+    def result(self) -> int:
+        if self.res < 0:
+            raise os_error(-self.res, self.context)
+        return self.res
+
+
+class AcceptMulti(Op):
+    """A multishot IORING_OP_ACCEPT: one CQE per connection, each carrying a new fd.
+
+    It belongs to its listener's accept queue (``on_fd``), not to a waiting task:
+    every fd that arrives is handed over, whoever asked, so none is lost.
+    """
+
+    __slots__ = ("on_fd", "sock_flags")
+    opcode = Opcode.ACCEPT
+    used_for = "accept() (multishot)"
+    since = "5.19"
+
+    def __init__(self, fd: int, on_fd: Callable[[AcceptMulti, int, bool], None], sock_flags: int) -> None:
+        super().__init__(fd)
+        self.on_fd = on_fd
+        self.sock_flags = sock_flags  # SOCK_CLOEXEC | SOCK_NONBLOCK for the accepted sockets
+
+    def write(self, w: Writers, user_data: int) -> int:
+        return w.accept(self.fd, self.sock_flags, ACCEPT_MULTISHOT, user_data)
+
+    def more(self, res: int, flags: int) -> bool:
+        self.on_fd(self, res, False)
+        return False
+
+    def complete(self, res: int, flags: int) -> None:
+        super().complete(res, flags)
+        self.on_fd(self, res, True)  # the last CQE may carry an fd too (a full CQ ends a multishot)
+
+
+class _SocketOp(Op):
+    """A socket call's op: tried at once first (``now`` True: MSG_DONTWAIT, completed
+    within the io_uring_enter that submits it), then, if that would block, submitted
+    again to wait in the kernel (``now`` False, the default). It may hold a caller's buffer, borrowed
+    with ``ffi.from_buffer``: `release` lets go of it once the kernel is done."""
+
+    __slots__ = ("msg_flags", "now")
+
+    def __init__(self, fd: int, msg_flags: int) -> None:
+        super().__init__(fd)
+        self.msg_flags = msg_flags & _NOT_DONTWAIT  # waiting wins over a caller's MSG_DONTWAIT, as in Trio
+        self.now = False
+
+    @property
+    def sqe_msg_flags(self) -> int:
+        return self.msg_flags | MSG_DONTWAIT if self.now else self.msg_flags
+
+    def waiting(self, buffers: Callable[[], BufferRing]) -> Op:
+        """The op to submit when the immediate attempt would block (``buffers``: the
+        driver's provided-buffer ring, for ops that wait without a buffer)."""
+        self.now = False
+        return self
+
+
+class Send(_SocketOp):
+    """IORING_OP_SEND of ``nbytes`` from ``buf`` at ``offset`` (the caller's buffer,
+    borrowed until the CQE)."""
+
+    __slots__ = ("buf", "nbytes", "offset")
+    opcode = Opcode.SEND
+    slot = WRITE
+    used_for = "send(), send_all()"
+    since = "5.6"
+
+    def __init__(self, fd: int, buf: Any, nbytes: int, msg_flags: int, offset: int = 0) -> None:
+        super().__init__(fd, msg_flags)
+        self.buf = buf
+        self.nbytes = nbytes
+        self.offset = offset
+
+    def write(self, w: Writers, user_data: int) -> int:
+        buf = self.buf + self.offset if self.offset else self.buf
+        return w.send(self.fd, buf, self.nbytes, self.sqe_msg_flags, user_data)
+
+    def release(self) -> None:
+        if type(self.buf) is not bytes:
+            ffi.release(self.buf)
+
+
+class Recv(_SocketOp):
+    """IORING_OP_RECV of up to ``nbytes`` into ``buf`` (the caller's, borrowed until the
+    CQE): recv_into. The result is the count the kernel reports."""
+
+    __slots__ = ("buf", "nbytes")
+    opcode = Opcode.RECV
+    slot = READ
+    used_for = "recv(), recv_into(), receive_some()"
+    since = "5.6"
+
+    def __init__(self, fd: int, buf: Any, nbytes: int, msg_flags: int) -> None:
+        super().__init__(fd, msg_flags & _NOT_WAITALL)
+        self.buf = buf
+        self.nbytes = nbytes
+
+    def write(self, w: Writers, user_data: int) -> int:
+        return w.recv(self.fd, self.buf, self.nbytes, self.sqe_msg_flags, 0, 0, 0, user_data)
+
+    def release(self) -> None:
+        ffi.release(self.buf)
+
+
+class RecvBytes(Recv):
+    """IORING_OP_RECV into a buffer of our own: recv. The result is the bytes
+    received, never more than the buffer holds (with MSG_TRUNC the kernel reports
+    a datagram's full length, not what it wrote).
+
+    Tried at once into the driver's scratch buffer; the op that then waits
+    (`waiting`) receives a stream's bytes into a kernel-picked buffer
+    (`RecvSelect`), and a datagram into a buffer of its full size, so that no
+    datagram is cut.
+    """
+
+    __slots__ = ("stream",)
+
+    def __init__(self, fd: int, buf: Any, nbytes: int, msg_flags: int, stream: bool) -> None:
+        super().__init__(fd, buf, nbytes, msg_flags)
+        self.stream = stream
+
+    def result(self) -> bytes:
+        res = self.res
+        if res < 0:
+            raise os_error(-res)
+        data: bytes = ffi.unpack(self.buf, min(res, self.nbytes))
+        return data
+
+    def waiting(self, buffers: Callable[[], BufferRing]) -> Op:
+        if self.stream and self.nbytes:
+            return RecvSelect(self.fd, self.nbytes, self.msg_flags, buffers())
+        # recv(0) on a datagram socket waits for a datagram and discards it, as recv(2) does.
+        own = ffi.new("char[]", self.nbytes) if self.nbytes else ffi.NULL
+        return RecvBytes(self.fd, own, self.nbytes, self.msg_flags, self.stream)
+
+    def release(self) -> None:
+        pass  # our own buffer (or the driver's scratch buffer)
+
+
+class RecvSelect(Op):
+    """IORING_OP_RECV into a buffer the kernel picks from ``buffers`` when data arrives.
+
+    A waiting receive thus holds no memory of its own. Only for stream sockets, where
+    returning fewer bytes than asked for is allowed: a datagram longer than one
+    buffer would be cut. The bytes are copied out (never more than the buffer holds)
+    and the buffer given back the moment the CQE arrives, whoever still waits.
+    """
+
+    __slots__ = ("buffers", "data", "msg_flags", "nbytes")
+    opcode = Opcode.RECV
+    slot = READ
+    retry_errnos = frozenset({_ENOBUFS})  # more receives landed in one tick than there are buffers
+    used_for = "recv(), receive_some() that wait, into a kernel-picked buffer"
+    since = "5.19"
+
+    def __init__(self, fd: int, nbytes: int, msg_flags: int, buffers: BufferRing) -> None:
+        super().__init__(fd)
+        self.nbytes = min(nbytes, buffers.size)
+        self.msg_flags = msg_flags & _NOT_DONTWAIT & _NOT_WAITALL
+        self.buffers = buffers
+        self.data = b""
+
+    def write(self, w: Writers, user_data: int) -> int:
+        return w.recv(
+            self.fd, ffi.NULL, self.nbytes, self.msg_flags, IOSQE_BUFFER_SELECT, self.buffers.bgid, 0, user_data
+        )
+
+    def complete(self, res: int, flags: int) -> None:
+        super().complete(res, flags)
+        self.data = self.buffers.take(flags, res) if flags & CQE_F_BUFFER else b""
+
+    def result(self) -> bytes:
+        if self.res < 0:
+            raise os_error(-self.res)
+        return self.data
+
+
+class SendMsg(_SocketOp):
+    """IORING_OP_SENDMSG of a `_sockaddr.MsgHdr` (its buffers borrowed until the CQE)."""
+
+    __slots__ = ("msg",)
+    opcode = Opcode.SENDMSG
+    slot = WRITE
+    used_for = "sendto(), sendmsg()"
+    since = "5.3"
+
+    def __init__(self, fd: int, msg: MsgHdr, msg_flags: int) -> None:
+        super().__init__(fd, msg_flags)
+        self.msg = msg
+
+    def write(self, w: Writers, user_data: int) -> int:
+        return w.sendmsg(self.fd, self.msg.hdr, self.sqe_msg_flags, user_data)
+
+    def release(self) -> None:
+        self.msg.release()
+
+
+class RecvMsg(_SocketOp):
+    """IORING_OP_RECVMSG into a `_sockaddr.MsgHdr` (its buffers borrowed until the CQE).
+
+    The result is recvmsg_into's: ``(nbytes, ancdata, msg_flags, address)``.
+    """
+
+    __slots__ = ("family", "msg")
+    opcode = Opcode.RECVMSG
+    slot = READ
+    used_for = "recvfrom(), recvmsg() and their _into forms"
+    since = "5.3"
+
+    def __init__(self, fd: int, msg: MsgHdr, msg_flags: int, family: int) -> None:
+        super().__init__(fd, msg_flags & _NOT_WAITALL)
+        self.msg = msg
+        self.family = family
+
+    def write(self, w: Writers, user_data: int) -> int:
+        if not self.now:
+            self.msg.reset()  # the waiting op starts from a clean msghdr
+        return w.recvmsg(self.fd, self.msg.hdr, self.sqe_msg_flags, user_data)
+
+    def result(self) -> tuple[int, list[tuple[int, int, bytes]], int, Any]:
+        res = self.res
+        if res < 0:
+            raise os_error(-res)
+        msg = self.msg
+        address = _sockaddr.decode(self.family, msg.received_name())
+        return res, _sockaddr.decode_ancdata(msg.received_control()), msg.hdr.msg_flags, address
+
+    def release(self) -> None:
+        self.msg.release()
+
+
+class AsyncCancel:
+    """IORING_OP_ASYNC_CANCEL: written by the driver itself, with no record of its own
+    (its CQE, posted only when it failed to find its target, is dropped)."""
+
+    opcode: ClassVar[Opcode] = Opcode.ASYNC_CANCEL
+    used_for: ClassVar[str] = "cancellation, notify_closing, end of run"
+    since: ClassVar[str] = "5.5"
+
+
+#: Every op class, for ``python -m trio_uring check`` and the restricted ring.
+OPS: tuple[type[Op] | type[AsyncCancel], ...] = (
+    PollIn,
+    PollOut,
+    AsyncCancel,
+    Read,
+    Socket,
+    Connect,
+    AcceptMulti,
+    Send,
+    Recv,
+    RecvBytes,
+    RecvSelect,
+    SendMsg,
+    RecvMsg,
+)
+
+
+def close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
