@@ -10,7 +10,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-ours test-trio clean
+.PHONY: setup demo test test-ours test-trio mutate sanitize clean
 
 setup: $(VENV)/.installed
 
@@ -23,13 +23,22 @@ $(VENV)/.installed: pyproject.toml setup.py trio_uring/_ring.c trio_uring/_ring.
 demo: setup
 	$(PY) -m trio_uring
 
-test: lint docs test-ours test-trio
+test: lint docs test-ours test-trio mutate sanitize
 
 test-ours: setup
 	$(PY) -m pytest
 
 test-trio: setup
 	$(PY) tests/trio_suite/run.py
+
+# The mutation run: plausible bugs planted one at a time (tools/mutations.toml);
+# each must be caught by the tests. Prints the score; fails on a survivor.
+mutate: setup
+	$(PY) tools/mutate.py
+
+# Our tests against an AddressSanitizer + UBSan build of the C layer.
+sanitize: setup
+	tools/sanitize.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info trio_uring/*.so trio_uring/_ring_cffi.c

@@ -142,6 +142,30 @@ def test_guest_mode_host_cancels_while_trio_sleeps_in_the_kernel(stock_trio: Non
     assert 0.15 < elapsed < 2
 
 
+def test_guest_mode_host_cancels_a_receive_waiting_in_the_kernel(stock_trio: None) -> None:
+    # A recv is parked in the kernel (a RECV op); the worker thread sleeps in
+    # io_uring_enter with no deadline. The host cancels: the ASYNC_CANCEL must be
+    # submitted at once (not with the next tick, which would never come), so the
+    # task wakes promptly.
+    scope = trio.CancelScope()
+    a, b = socket.socketpair()
+
+    async def main() -> float:
+        sock = trio.socket.from_stdlib_socket(a)
+        start = trio.current_time()
+        with scope:
+            await sock.recv(10)
+        return trio.current_time() - start
+
+    async def host_task() -> None:
+        await asyncio.sleep(0.2)
+        scope.cancel()
+
+    with a, b:
+        elapsed = run_as_asyncio_guest(main, host_task=host_task)
+    assert 0.15 < elapsed < 2
+
+
 def test_guest_mode_host_wakeups_reach_trio(stock_trio: None) -> None:
     # run_sync_soon from the host while Trio's worker waits in the kernel.
     async def main() -> int:

@@ -117,6 +117,39 @@ def test_thousands_of_readiness_completions_at_once(tiny_ring: Callable[..., Any
     assert open_fds() == fds
 
 
+def test_completions_in_the_overflow_list_are_not_idle(tiny_ring: Callable[..., Any]) -> None:
+    # 64 receives complete in one kernel pass; 8 fit in the CQ, the rest wait in
+    # the kernel's overflow list (IORING_SQ_CQ_OVERFLOW). The run loop must not
+    # call itself idle (wait_all_tasks_blocked, the autojump clock) while they do.
+    pairs = socketpairs(64)
+
+    async def main() -> int:
+        got = 0
+
+        async def receiver(sock: stdlib_socket.socket) -> None:
+            nonlocal got
+            assert await trio.socket.from_stdlib_socket(sock).recv(10) == b"!"
+            got += 1
+
+        async with trio.open_nursery() as nursery:
+            for _, b in pairs:
+                nursery.start_soon(receiver, b)
+            await trio.testing.wait_all_tasks_blocked()
+            for a, _ in pairs:
+                a.send(b"!")
+            await trio.testing.wait_all_tasks_blocked()
+            delivered = got
+            nursery.cancel_scope.cancel()
+        return delivered
+
+    try:
+        assert tiny_ring(main) == 64
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
 def test_thousands_of_data_completions_at_once(tiny_ring: Callable[..., Any]) -> None:
     # 2000 RECV ops written in one tick (a 4-entry SQ), then completed at once (an
     # 8-entry CQ): each gets exactly its own message.

@@ -462,7 +462,7 @@ async def test_send_recv_and_checkpoints(pair: tuple[trio.socket.SocketType, tri
     assert await server.recv(10) == b"c"
     after = io_stats().ops_submitted
     assert after["SEND"] - before.get("SEND", 0) == 3
-    assert after["RECV"] - before.get("RECV", 0) == 5
+    assert after["RECV"] - before.get("RECV", 0) == 4  # recv(0) asks no kernel, as the stdlib's
 
 
 async def test_recv_argument_errors(pair: tuple[trio.socket.SocketType, trio.socket.SocketType]) -> None:
@@ -756,3 +756,42 @@ async def test_broken_send_all_releases_the_callers_buffer() -> None:
             await trio.sleep(0.01)
     await stream.aclose()
     gc.collect()
+
+
+async def test_socket_defaults_are_the_stdlibs() -> None:
+    # socket.socket's -1 stands for each argument's default: trio_uring.socket takes
+    # it the same way (and so do the factory's callers).
+    from trio_uring.socket import socket as uring_socket
+
+    with uring_socket(-1, -1, -1) as s:
+        assert (s.family, s.type, s.proto) == (stdlib_socket.AF_INET, stdlib_socket.SOCK_STREAM, 0)
+    with uring_socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_STREAM, -1) as s:
+        assert s.proto == 0
+
+
+def test_cq_smaller_than_sq_is_a_value_error() -> None:
+    from trio_uring._ring import Ring
+
+    with pytest.raises(ValueError, match="cq_entries"):
+        Ring(64, 32)
+
+
+async def test_a_buffer_stays_pinned_until_its_ops_cqe(
+    pair: tuple[trio.socket.SocketType, trio.socket.SocketType],
+) -> None:
+    """A recv_into whose task vanishes while its RECV is in flight (as the coroutines
+    of an abandoned run are collected) must not let go of the caller's buffer: the
+    kernel may still write into it. Held by the op until the CQE, the bytearray stays
+    exported (and cannot be resized or freed)."""
+    client, server = pair
+    buf = bytearray(100)
+    coro = server.recv_into(buf)
+    coro.send(None)  # runs until it parks: the RECV is in the kernel
+    coro.close()  # the task is gone; its op is not
+    with pytest.raises(BufferError):
+        buf.extend(b"more")
+    await trio.sleep(0.05)  # abandoned, the RECV was cancelled: its CQE ends it
+    gc.collect()
+    buf.extend(b"more")  # let go of now
+    await client.send(b"late")
+    assert await server.recv(10) == b"late"  # and the cancelled RECV took nothing

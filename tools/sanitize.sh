@@ -132,7 +132,7 @@ set +e
 from trio_uring._ring import Ring
 from trio_uring._ring_cffi import ffi, lib
 r = Ring(8, 16)
-r.prep_nop(1); r.prep_nop(2)
+r.write.nop(1); r.write.nop(2)
 r.wait(1.0)
 lib.tu_reap(r._r, ffi.new("int64_t[]", 3), 16)
 ') > /dev/null 2>&1

@@ -302,6 +302,10 @@ class _SocketOp(Op):
     def sqe_msg_flags(self) -> int:
         return self.msg_flags | MSG_DONTWAIT if self.now else self.msg_flags
 
+    def nothing_to_do(self) -> bool:
+        """Whether the call is complete without any system call (see `Recv`)."""
+        return False
+
     def waiting(self, buffers: Callable[[], BufferRing]) -> Op:
         """The op to submit when the immediate attempt would block (``buffers``: the
         driver's provided-buffer ring, for ops that wait without a buffer)."""
@@ -352,6 +356,11 @@ class Recv(_SocketOp):
     def write(self, w: Writers, user_data: int) -> int:
         return w.recv(self.fd, self.buf, self.nbytes, self.sqe_msg_flags, 0, 0, 0, user_data)
 
+    def nothing_to_do(self) -> bool:
+        # The stdlib's recv and recv_into return 0 for a zero length without asking
+        # the kernel (a RECV of zero bytes would wait for data instead).
+        return self.nbytes == 0
+
     def release(self) -> None:
         ffi.release(self.buf)
 
@@ -377,15 +386,14 @@ class RecvBytes(Recv):
         res = self.res
         if res < 0:
             raise os_error(-res)
-        data: bytes = ffi.unpack(self.buf, min(res, self.nbytes))
+        n = min(res, self.nbytes)
+        data: bytes = ffi.unpack(self.buf, n) if n else b""
         return data
 
     def waiting(self, buffers: Callable[[], BufferRing]) -> Op:
-        if self.stream and self.nbytes:
+        if self.stream:
             return RecvSelect(self.fd, self.nbytes, self.msg_flags, buffers())
-        # recv(0) on a datagram socket waits for a datagram and discards it, as recv(2) does.
-        own = ffi.new("char[]", self.nbytes) if self.nbytes else ffi.NULL
-        return RecvBytes(self.fd, own, self.nbytes, self.msg_flags, self.stream)
+        return RecvBytes(self.fd, ffi.new("char[]", self.nbytes), self.nbytes, self.msg_flags, self.stream)
 
     def release(self) -> None:
         pass  # our own buffer (or the driver's scratch buffer)

@@ -269,7 +269,7 @@ class UringSocket(_SocketType):
             op = build(self, self._sock.fileno(), *args)
             st = driver.fd(op.fd)
             op.now = True
-            res = driver.try_now(op, st)
+            res = 0 if op.nothing_to_do() else driver.try_now(op, st)
         except BaseException as exc:
             if op is not None:
                 op.release()
