@@ -42,7 +42,7 @@ wheel: setup
 	$(PY) tools/build_dist.py dist
 
 # Our tests on the oldest Trio we support (the lower bound of the trio dependency,
-# OLDEST_TRIO in trio_uring/_trio_contract.py), in a venv of its own: about 60 s
+# OLDEST_TRIO in trio_uring/_trio_contract.py), in a venv of its own: about 70 s
 # with the venv to make, 45 s after. The packaging tests do not depend on the
 # Trio installed here (their fresh venv gets the newest), so they run only once.
 OLDEST_TRIO = $(shell sed -n 's/^OLDEST_TRIO: Final = "\(.*\)"/\1/p' trio_uring/_trio_contract.py)
