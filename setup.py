@@ -103,9 +103,13 @@ class build_ext_explained(build_ext):
             return True
 
 
+# cffi builds for the stable ABI except on debug and free-threaded (before 3.15)
+# CPythons; there the wheel keeps its interpreter-specific tag.
+STABLE_ABI = not hasattr(sys, "gettotalrefcount") and not sysconfig.get_config_var("Py_GIL_DISABLED")
+
 setup(
     cffi_modules=["trio_uring/_ring_build.py:ffibuilder"],
     cmdclass={"build_py": build_py_with_pth, "build_ext": build_ext_explained},
     # The wheel's tag: cp310-abi3 (see the top of this file).
-    options={"bdist_wheel": {"py_limited_api": "cp310"}},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}} if STABLE_ABI else {},
 )
