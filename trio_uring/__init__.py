@@ -5,6 +5,8 @@
     trio_uring.install()          # or: every trio.run from now on uses io_uring
 """
 
+# _trio_contract first: a clear ImportError if this Trio lacks what the others import.
+from . import _trio_contract as _trio_contract
 from . import socket  # also installs the socket layer
 from ._install import (
     check_available,

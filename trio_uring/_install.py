@@ -25,6 +25,7 @@ import trio._core._run as _trio_run
 
 from ._iomanager import UringIOManager
 from ._ring import Ring, UringUnavailableError
+from ._trio_contract import check_trio
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -76,6 +77,7 @@ class _PerThreadIOManager:
 
 def check_available() -> None:
     """Raise `UringUnavailableError` (errno, cause and fix) unless io_uring works here."""
+    check_trio(UringIOManager)  # this Trio is one trio_uring is tested with (_trio_contract)
     global _availability
     if _availability is None:
         try:
