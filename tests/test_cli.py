@@ -206,11 +206,15 @@ def test_help_for_every_command() -> None:
     assert run.returncode == 0 and "--verbose" in run.stdout and "--fallback" in run.stdout
 
 
+COMMANDS = "{check,demo,run}"
+CHOOSE = "(choose from 'check', 'demo', 'run')"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["bogus"], "argument {check,demo,run}: invalid choice: 'bogus' (choose from 'check', 'demo', 'run')"),
-        (["_echo-server", "epoll", "x"], "argument {check,demo,run}: invalid choice: '_echo-server' (choose from 'check', 'demo', 'run')"),
+        (["bogus"], f"argument {COMMANDS}: invalid choice: 'bogus' {CHOOSE}"),
+        (["_echo-server", "epoll", "x"], f"argument {COMMANDS}: invalid choice: '_echo-server' {CHOOSE}"),
         (["--connections=4", "demo"], "unrecognized arguments: --connections=4"),  # demo's, after `demo`
         (["check", "-d", "1"], "unrecognized arguments: -d 1"),
         (["demo", "-d", "0"], "argument -d/--duration: must be more than 0 and at most 3600, not 0"),
