@@ -302,13 +302,13 @@ def test_demo_without_io_uring_says_why() -> None:
 
 
 def interrupt(
-    args: list[str], ready: str, children: int = 0, cwd: Path = ROOT
+    args: list[str], ready: str, children: int = 0, cwd: Path = ROOT, **env_changes: str
 ) -> tuple[subprocess.CompletedProcess[str], list[int]]:
     """Start ``python -m trio_uring *args`` as a terminal would, wait for ``ready`` on its
     stdout and for it to have ``children`` child processes, then press Ctrl-C (SIGINT to
     its process group). Returns the result and the pids of those children."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "trio_uring", *args], cwd=cwd, env=env(PYTHONUNBUFFERED="1"),
+        [sys.executable, "-m", "trio_uring", *args], cwd=cwd, env=env(PYTHONUNBUFFERED="1", **env_changes),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True, preexec_fn=default_sigint,
     )  # fmt: skip
@@ -356,7 +356,9 @@ def gone(pid: int, timeout: float = 10) -> bool:
 
 def test_ctrl_c_in_the_demo_exits_130_with_one_line(tmp_path: Path) -> None:
     # The demo has an echo server and the C client running when Ctrl-C comes.
-    proc, children = interrupt(["demo", "-c", "4", "-d", "2", "-r", "1"], ready="round 1/1  epoll", children=2)
+    proc, children = interrupt(
+        ["demo", "-c", "4", "-d", "2", "-r", "1"], ready="round 1/1  epoll", children=2, XDG_CACHE_HOME=str(tmp_path)
+    )
     assert proc.returncode == 130
     assert proc.stderr == "python -m trio_uring: interrupted\n"
     assert len(children) == 2, "expected the echo server and the client"
