@@ -16,18 +16,28 @@ PY := $(VENV)/bin/python
 
 setup: $(VENV)/.installed
 
+# Each step says what it does before it starts (pip's own output is kept quiet with -q).
 $(VENV)/.installed: pyproject.toml setup.py trio_uring/_ring.c trio_uring/_ring.h trio_uring/_ring_build.py
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
-	touch $@
+	@test -x $(PY) || { echo "==> Creating $(VENV) (a virtual environment for trio_uring) ..."; $(PYTHON) -m venv $(VENV); }
+	@echo "==> Upgrading pip in $(VENV) ..."
+	@$(PY) -m pip install -q --upgrade pip
+	@echo "==> Installing trio_uring into $(VENV), with Trio and the test tools; gcc compiles the C ring layer (~20 s) ..."
+	@$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+	@echo "==> $(VENV) is ready."
 
+# The check (can io_uring be used here?), then the echo comparison (~20 s).
 demo: setup
-	$(PY) -m trio_uring
+	@echo "==> python -m trio_uring check"
+	@$(PY) -m trio_uring check
+	@echo
+	@echo "==> python -m trio_uring demo"
+	@$(PY) -m trio_uring demo
 
 test: lint docs test-ours test-trio test-oldest-trio mutate sanitize
 
-test-ours: setup
+# (tests/test_typing.py runs mypy, from the lint tools.)
+test-ours: setup $(VENV)/.lint-installed
 	$(PY) -m pytest
 
 test-trio: setup
@@ -73,8 +83,9 @@ docs: $(VENV)/.docs-installed
 	$(VENV)/bin/sphinx-build -W -b html docs/source docs/_build/html
 
 $(VENV)/.docs-installed: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[docs]'
-	touch $@
+	@echo "==> Installing Sphinx into $(VENV) ..."
+	@$(PY) -m pip install -q -e '.[docs]'
+	@touch $@
 
 # Type checking (mypy --strict on the package) and linting (ruff check): `make lint`.
 .PHONY: lint
@@ -86,5 +97,6 @@ lint: $(VENV)/.lint-installed
 	$(PY) -m ruff check $(LINTED)
 
 $(VENV)/.lint-installed: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[lint]'
-	touch $@
+	@echo "==> Installing mypy and ruff into $(VENV) ..."
+	@$(PY) -m pip install -q -e '.[lint]'
+	@touch $@

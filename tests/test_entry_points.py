@@ -1,14 +1,17 @@
-"""trio_uring.run, install/uninstall, guest mode, threads, signals, and io_uring refused."""
+"""trio_uring.run, install/uninstall, guest mode, threads, signals, and io_uring refused;
+which backend a run is on (current_backend, TRIO_URING_VERBOSE); the public names."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import threading
 from functools import partial
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from outcome import Outcome
@@ -65,10 +68,66 @@ def test_install_uninstall_and_context_manager(stock_trio: None) -> None:
     finally:
         trio_uring.uninstall()
     assert trio.run(backend) == "epoll"
-    with trio_uring.installed() as ok:
+    with trio_uring.install_temporarily() as ok:
         assert ok
         assert trio.run(backend) == "io_uring"
     assert trio.run(backend) == "epoll"
+
+
+def test_install_temporarily_is_not_a_question(stock_trio: None) -> None:
+    with pytest.raises(TypeError, match=r"is a context manager: `with trio_uring.install_temporarily\(\):`"):
+        if trio_uring.install_temporarily():
+            pass
+    assert not trio_uring.is_installed()  # and nothing was installed by asking
+    with pytest.raises(AttributeError, match=r"installed\(\) was renamed install_temporarily\(\)"):
+        trio_uring.installed  # noqa: B018  (the old name, which read like a question)
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
+        trio_uring.no_such_name  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_install_temporarily_leaves_an_earlier_install_alone(stock_trio: None) -> None:
+    trio_uring.install()
+    try:
+        with trio_uring.install_temporarily() as ok:
+            assert ok
+        assert trio_uring.is_installed()
+    finally:
+        trio_uring.uninstall()
+
+
+def test_current_backend(stock_trio: None) -> None:
+    assert trio_uring.run(_current_backend) == "io_uring"
+    assert trio.run(_current_backend) == "epoll"
+    with pytest.raises(RuntimeError, match="must be called from async context"):
+        trio_uring.current_backend()
+
+
+async def _current_backend() -> str:
+    return trio_uring.current_backend()
+
+
+def test_verbose_announces_each_run(
+    stock_trio: None, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TRIO_URING_VERBOSE", "1")
+    trio_uring.run(_current_backend)
+    run_as_asyncio_guest(_current_backend)
+    trio.run(_current_backend)  # Trio's own, not chosen by trio_uring: not announced
+    monkeypatch.setenv("TRIO_URING_VERBOSE", "0")
+    trio_uring.run(_current_backend)
+    pid = os.getpid()
+    assert capfd.readouterr().err == (
+        f"trio_uring: pid {pid}: this Trio run is on io_uring\n"
+        f"trio_uring: pid {pid}: this Trio guest run is on io_uring\n"
+    )
+
+
+def test_public_names_show_their_public_module() -> None:
+    for name in trio_uring.__all__:
+        obj = getattr(trio_uring, name)
+        if callable(obj):
+            assert obj.__module__ == "trio_uring", name
+    assert repr(trio_uring.UringUnavailableError) == "<class 'trio_uring.UringUnavailableError'>"
 
 
 def test_run_in_one_thread_does_not_change_another(stock_trio: None) -> None:
@@ -277,6 +336,46 @@ def test_install_fallback_warns_and_trio_keeps_working_on_epoll() -> None:
         "epoll",
         "install() without fallback raises",
     ]
+
+
+def test_fallback_runs_are_announced_with_the_reason_and_uninstall_restores_trio() -> None:
+    proc = run_python(
+        REFUSED.format(root=ROOT, errno_name="EPERM")
+        + """
+    import os
+    from trio._core import _run
+    from trio._core._io_epoll import EpollIOManager
+    os.environ["TRIO_URING_VERBOSE"] = "1"
+    warnings.simplefilter("ignore")
+    trio_uring.install(fallback=True)
+    async def main():
+        return trio_uring.current_backend()
+    print(trio.run(main), trio_uring.is_installed())
+    trio_uring.uninstall()
+    print(_run.TheIOManager is EpollIOManager, trio.run(main))
+    """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["epoll False", "True epoll"]
+    # One notice: for the run after the fallback, not for the one after uninstall().
+    (notice,) = re.findall(r"^trio_uring: pid \d+: (.*)$", proc.stderr, re.M)
+    assert notice.startswith(
+        "this Trio run is on epoll, not io_uring: io_uring is unavailable: io_uring_setup() failed with EPERM"
+    )
+
+
+def test_tracebacks_name_the_public_exception() -> None:
+    proc = run_python(
+        REFUSED.format(root=ROOT, errno_name="EPERM")
+        + """
+    async def main():
+        pass
+    trio_uring.run(main)
+    """
+    )
+    assert proc.returncode == 1
+    assert re.search(r"^trio_uring\.UringUnavailableError: \[Errno 1\] io_uring is unavailable", proc.stderr, re.M)
+    assert "trio_uring._ring" not in proc.stderr.splitlines()[-1]
 
 
 def test_kernel_without_io_uring_is_explained() -> None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
+
+from .test_cli import ROOT, env
 
 TEST_FILE = """
 import trio
@@ -62,3 +67,27 @@ def test_bad_ini_value_is_a_usage_error(suite: pytest.Pytester) -> None:
     result = suite.runpytest_subprocess()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*trio_backend must be one of trio, uring, uring-or-epoll*"])
+
+
+def test_header_says_when_it_fell_back_to_epoll(suite: pytest.Pytester) -> None:
+    """--trio-backend=uring-or-epoll where io_uring is refused (a seccomp filter, as in a
+    container): the tests run on epoll, and the header says so and why."""
+    suite.makeini("[pytest]\ntrio_mode = true\n")
+    pytest_argv = [sys.executable, "-m", "pytest", "--trio-backend=uring-or-epoll", "-s", "-p", "no:cacheprovider"]
+    code = (
+        "import errno, os, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from tests.seccomp import refuse_io_uring\n"
+        "refuse_io_uring(errno.EPERM)\n"
+        f"os.execv(sys.executable, {pytest_argv!r})\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=suite.path, capture_output=True, text=True, timeout=60, env=env()
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "BACKEND=epoll" in proc.stdout and "PLAIN=epoll" in proc.stdout
+    header = [line for line in proc.stdout.splitlines() if line.startswith("trio backend:")]
+    assert len(header) == 1, proc.stdout
+    assert header[0].startswith(
+        "trio backend: epoll (trio_uring fell back: io_uring is unavailable: io_uring_setup() failed with EPERM"
+    )

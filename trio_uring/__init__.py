@@ -5,13 +5,16 @@
     trio_uring.install()          # or: every trio.run from now on uses io_uring
 """
 
+from typing import TYPE_CHECKING
+
 # _trio_contract first: a clear ImportError if this Trio lacks what the others import.
 from . import _trio_contract as _trio_contract
 from . import socket  # also installs the socket layer
 from ._install import (
     check_available,
+    current_backend,
     install,
-    installed,
+    install_temporarily,
     is_available,
     is_installed,
     run,
@@ -38,8 +41,9 @@ __all__ = [
     "UringStatistics",
     "UringUnavailableError",
     "check_available",
+    "current_backend",
     "install",
-    "installed",
+    "install_temporarily",
     "is_available",
     "is_installed",
     "open_tcp_listeners",
@@ -51,3 +55,22 @@ __all__ = [
     "start_guest_run",
     "uninstall",
 ]
+
+# Tracebacks and reprs name the public module (trio_uring.UringUnavailableError, not
+# trio_uring._ring.UringUnavailableError), as Trio's fixup_module_metadata does.
+for _name in __all__:
+    _obj = globals()[_name]
+    if callable(_obj) and getattr(_obj, "__module__", "").startswith("trio_uring._"):
+        _obj.__module__ = __name__
+del _name, _obj
+
+if not TYPE_CHECKING:  # (mypy would take every misspelt name for this)
+
+    def __getattr__(name: str) -> object:
+        if name == "installed":  # renamed in 0.1: `if trio_uring.installed():` was always true
+            raise AttributeError(
+                "trio_uring.installed() was renamed install_temporarily() (a context manager: "
+                "`with trio_uring.install_temporarily(): ...`); to ask whether io_uring is "
+                "installed, use trio_uring.is_installed()"
+            )
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import attrs
 from trio._core._run import GLOBAL_RUN_CONTEXT
 
+from ._config import env_microseconds
 from ._lifecycle import Driver
 from ._ops import READ, WRITE, Read
 from ._ring import Ring
@@ -106,6 +107,7 @@ class UringIOManager:
     spin_us = 30
 
     def __init__(self) -> None:
+        spin_us = env_microseconds("TRIO_URING_SPIN_US", self.spin_us)  # first: a bad value leaks no fd
         # Set up here, so an unusable io_uring fails trio.run at once with the reason.
         self._ring = ring = Ring(self.sq_entries, self.cq_entries, coop_taskrun=True)
         self._driver = Driver(ring, self.recv_buffers, self.recv_buffer_size)
@@ -115,7 +117,6 @@ class UringIOManager:
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._wake_buf = ffi.new("uint64_t *")
         self._wakeup: _WakeupRead | None = None  # the armed wake-up read
-        spin_us = float(os.environ.get("TRIO_URING_SPIN_US", self.spin_us))
         self._spin_window = max(spin_us, 0.0) * 1e-6
         self._spin_next = True
 

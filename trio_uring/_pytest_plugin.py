@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from ._install import install, is_installed, uninstall
+from ._install import fallback_reason, install, is_installed, uninstall
 from ._ring import UringUnavailableError
 
 BACKENDS = ("trio", "uring", "uring-or-epoll")
@@ -55,4 +55,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> str | None:
     if config.stash.get(_INSTALLED_BY_US, False) or is_installed():
         return "trio backend: io_uring (trio_uring)"
+    reason = fallback_reason()
+    if reason is not None:  # --trio-backend=uring-or-epoll, and io_uring was refused
+        return f"trio backend: epoll (trio_uring fell back: {reason.strerror or reason})"
     return None

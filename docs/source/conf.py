@@ -3,7 +3,10 @@
 Build with ``make docs`` (warnings are errors). The lifecycle diagram is drawn by
 graphviz when ``dot`` is installed, and shown as text otherwise; the kernel
 requirement tables are generated from the same data ``python -m trio_uring check``
-prints (``trio_uring.__main__``), so the two cannot disagree.
+prints (``trio_uring._requirements``), so the two cannot disagree. Names of Trio's
+objects link to Trio's documentation through an inventory kept in the repository
+(``_inv/trio-objects.inv``, made by ``tools/trio_inventory.py``): the build fetches
+nothing.
 """
 
 from __future__ import annotations
@@ -14,8 +17,7 @@ from docutils.parsers.rst import Directive
 from docutils.statemachine import StringList
 
 import trio_uring
-from trio_uring import __main__ as cli
-from trio_uring._ring import REQUIRED_FEATURES, REQUIRED_OPCODES
+from trio_uring import _requirements as requirements
 
 project = "trio_uring"
 copyright = "trio_uring contributors"
@@ -24,8 +26,12 @@ version = release = trio_uring.__version__
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.graphviz",
+    "sphinx.ext.intersphinx",
     "sphinxcontrib_trio",
 ]
+
+# Offline: the inventory is a file here; the links go to Trio's published docs.
+intersphinx_mapping = {"trio": ("https://trio.readthedocs.io/en/stable/", "_inv/trio-objects.inv")}
 
 # As in Trio's docs: `name` is a cross-reference to a Python object.
 default_role = "py:obj"
@@ -54,12 +60,20 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 class KernelFeatureTable(Directive):
-    """The io_uring features trio_uring requires or uses, from trio_uring._ring / __main__."""
+    """The io_uring features trio_uring requires or uses, from trio_uring._requirements."""
 
     def run(self) -> list:
-        rows = [[f"``IORING_FEAT_{name}``", f"Linux {since}", "required"] for name, (_, since) in REQUIRED_FEATURES.items()]
-        rows += [[f"``{name}``", f"Linux {since}", f"optional: {use}"] for name, (use, since) in cli.OPTIONAL_FEATURES.items()]
-        rows += [[name, "Linux " + ".".join(map(str, since)), use] for name, (use, since) in cli.USED_FLAGS.items()]
+        rows = [
+            [f"``IORING_FEAT_{name}``", f"Linux {since}", "required"]
+            for name, (_, since) in requirements.REQUIRED_FEATURES.items()
+        ]
+        rows += [
+            [f"``{name}``", f"Linux {since}", f"optional: {use}"]
+            for name, (use, since) in requirements.OPTIONAL_FEATURES.items()
+        ]
+        rows += [
+            [name, "Linux " + ".".join(map(str, since)), use] for name, (use, since) in requirements.USED_FLAGS.items()
+        ]
         return self._parse(_table(["Feature", "Since", "Use"], rows))
 
     def _parse(self, lines: list[str]) -> list:
@@ -71,13 +85,13 @@ class KernelFeatureTable(Directive):
 
 
 class KernelOpcodeTable(KernelFeatureTable):
-    """The opcodes trio_uring submits, from trio_uring.__main__.USED_OPCODES."""
+    """The opcodes trio_uring submits, from trio_uring._requirements.USED_OPCODES."""
 
     def run(self) -> list:
         rows = [
             [f":ref:`IORING_OP_{op.name} <op-{op.name.lower()}>`", f"Linux {since}",
-             "required" if op in REQUIRED_OPCODES else "sockets", use]
-            for op, (use, since) in cli.USED_OPCODES.items()
+             "required" if op in requirements.REQUIRED_OPCODES else "sockets", use]
+            for op, (use, since) in requirements.USED_OPCODES.items()
         ]  # fmt: skip
         return self._parse(_table(["Opcode", "Since", "Needed for", "Used for"], rows))
 
