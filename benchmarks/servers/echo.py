@@ -48,10 +48,13 @@ async def dump_on_signal(path: str) -> None:
                 f.write(snapshot() + "\n")
 
 
-def raise_nofile_limit() -> None:
-    """Every form alike: as many fds as the hard limit allows (idle_memory.py opens 10,000)."""
+def raise_nofile_limit(want: int = 65536) -> None:
+    """Every form alike: room for idle_memory.py's 10,000 connections. Root may raise the
+    hard limit too; others get the hard limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), max(hard, want)))
+    except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
