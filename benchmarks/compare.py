@@ -443,7 +443,10 @@ def main() -> int:
     if args.from_json:
         with open(args.from_json) as f:
             data = json.load(f)
+        # next to the run it comes from: X.run.json -> X-rerendered.md, .json, .svg, .png
+        base = re.sub(r"(\.run)?\.json$", "", args.from_json) + "-rerendered"
         servers = list(data["meta"]["servers"])
+        probe = {"python": data["meta"].get("machine", {}).get("python")}  # that run's, not this interpreter's
         report = build_report(command, data, [s for s in servers if s in FORMS], servers, [
             f"re-rendered from {args.from_json}"], probe, {}, "Not measured (re-rendered from JSON).", args,
             args.from_json)

@@ -63,20 +63,20 @@ def bars(ax: Any, groups: list[str], series: dict[str, list[float | None]],
         xs = [g + (i - (n - 1) / 2) * width for g in range(len(groups))]
         hs = [v if v is not None else 0.0 for v in vals]
         ax.bar(xs, hs, width * 0.92, label=name, color=COLORS[i % len(COLORS)])
-        for x, v in zip(xs, vals, strict=False):
-            if v is not None:
-                ax.annotate(label_fmt.format(v), (x, v), textcoords="offset points", xytext=(0, 2), ha="center",
-                            fontsize=7)
-        for x, r in zip(xs, (ranges or {}).get(name, []), strict=False):
+        rs = list((ranges or {}).get(name, [])) + [None] * len(xs)
+        for x, v, r in zip(xs, vals, rs, strict=False):
             if r is not None:
                 ax.plot([x, x], r, color="black", linewidth=0.8)
+            if v is not None:  # above the bar and its whisker
+                ax.annotate(label_fmt.format(v), (x, max(v, r[1]) if r else v), textcoords="offset points",
+                            xytext=(0, 2), ha="center", fontsize=6.5)
         for x, g in zip(xs, (goals or {}).get(name, []), strict=False):
             if g is not None:
                 ax.plot([x - width * 0.46, x + width * 0.46], [g, g], color="black", linewidth=2)
     if baseline is not None:
         ax.axhline(baseline, color="grey", linestyle="--", linewidth=0.8)
     ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels(groups, rotation=20, ha="right")
+    ax.set_xticklabels(groups, rotation=30, ha="right", rotation_mode="anchor", fontsize=8)
 
 
 def _log_axis(ax: Any) -> None:
@@ -94,7 +94,7 @@ def echo_chart(report: dict[str, Any], base: str) -> str:
     table = report["table"]
     forms = [f for f in report["servers"] if f != REFERENCE]
     groups = [r["scenario"] for r in table]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2), constrained_layout=True)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.6), constrained_layout=True)
     ratios = {f: [r["forms"][f].get("rate_ratio") for r in table] for f in forms}
     ranges = {f: [(min(p), max(p)) if (p := r["forms"][f].get("rate_paired")) else None for r in table]
               for f in forms}
@@ -162,15 +162,15 @@ def other_markdown_rows(report: dict[str, Any]) -> list[str]:
     return [f"* {line}" for line in report.get("summary_lines", [])]
 
 
-def _replace_between(path: str, block: str, marker: str) -> None:
+def _replace_between(path: str, block: str, begin: str, end: str) -> None:
+    """Replace what lies between the lines `begin` and `end` of a file with block."""
     with open(path) as f:
         text = f.read()
-    begin, end = f"{marker}bench:begin", f"{marker}bench:end"
-    pat = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    pat = re.compile("^" + re.escape(begin) + "$.*?^" + re.escape(end) + "$", re.S | re.M)
     if not pat.search(text):
-        sys.exit(f"report: no {begin} ... {end} markers in {os.path.relpath(path, REPO)}")
+        sys.exit(f"report: no '{begin}' ... '{end}' lines in {os.path.relpath(path, REPO)}")
     with open(path, "w") as f:
-        f.write(pat.sub(lambda _: f"{begin}\n{block}\n{end}", text))
+        f.write(pat.sub(lambda _: f"{begin}\n\n{block.strip()}\n\n{end}", text))
 
 
 def publish(paths: list[str]) -> None:
@@ -189,15 +189,17 @@ def publish(paths: list[str]) -> None:
             draw_saved(r["chart_data"], os.path.splitext(p)[0])
     rel_readme = os.path.relpath(chart, REPO)
     m = echo_report["meta"]
-    intro = (f"Ratio to stock Trio on epoll, same interleaved run ({m.get('reps')} repetitions of "
-             f"{m.get('duration_s')} s, {m.get('started', '')}, commit {echo_report['probe'].get('commit', '?')}; "
-             f"`{echo_report['command']}`):")
+    commit = echo_report["probe"].get("commit")
+    intro = (f"Ratio to stock Trio on epoll in the same interleaved run: {m.get('reps')} repetitions of "
+             f"{m.get('duration_s')} s per scenario and form, {m.get('started', '')[:10]}"
+             f"{', commit ' + commit if commit else ''} (`{os.path.relpath(echo_path, REPO)}`; goals from "
+             "`benchmarks/goals.py`):")
     extra = [line for _, r in reports if r is not echo_report for line in other_markdown_rows(r)]
     md = [intro, "", *echo_markdown_table(echo_report), ""]
     if extra:
         md += [*extra, ""]
     md += [f"![ratios and CPU per request]({rel_readme})"]
-    _replace_between(README, "\n".join(md), "<!-- ")
+    _replace_between(README, "\n".join(md), "<!-- bench:begin -->", "<!-- bench:end -->")
     # the same in reStructuredText for the docs
     rel_docs = os.path.relpath(chart, os.path.dirname(DOCS))
     rst = [intro.replace("`", "``"), "", ".. list-table::", "   :header-rows: 1", ""]
@@ -212,7 +214,7 @@ def publish(paths: list[str]) -> None:
     if extra:
         rst.append("")
     rst += [f".. image:: {rel_docs}", "   :alt: ratios to stock Trio and server CPU per request", ""]
-    _replace_between(DOCS, "\n".join(rst), ".. ")
+    _replace_between(DOCS, "\n".join(rst), ".. bench:begin", ".. bench:end")
     print(f"report: {os.path.relpath(chart, REPO)} (and .png), README.md and "
           f"{os.path.relpath(DOCS, REPO)} regenerated from {', '.join(paths)}")
 
