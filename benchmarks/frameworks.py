@@ -252,7 +252,8 @@ def main() -> int:
         "table": table, "runs": runs, "goals": checked,
         "summary_lines": [
             f"{row['scenario']} (`benchmarks/frameworks.py`): " + ", ".join(
-                f"{f} {e['rate_ratio']:.2f}" for f, e in row["forms"].items() if e.get("rate_ratio"))
+                f"{f} {goals_mod.with_goal(e['rate_ratio'], 'frameworks', row['scenario'], f, 'ratio')}"
+                for f, e in row["forms"].items() if e.get("rate_ratio"))
             + f" x stock Trio ({H.fnum(row['forms'][REFERENCE]['rate'])} {BENCHES[row['scenario']].unit})"
             for row in table if row["forms"].get(REFERENCE, {}).get("rate")],
         "chart_data": {

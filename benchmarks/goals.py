@@ -97,3 +97,9 @@ def goal(benchmark: str, scenario: str, form: str, metric: str) -> Goal | None:
 
 def verdict(met: bool | None) -> str:
     return {True: "met", False: "not met", None: "-"}[met]
+
+
+def with_goal(value: float, benchmark: str, scenario: str, form: str, metric: str) -> str:
+    """value, and its goal and verdict if it has one: "0.98 (goal ≥ 1: not met)"."""
+    g = goal(benchmark, scenario, form, metric)
+    return f"{value:.2f}" + (f" (goal {g.text()}: {verdict(g.met(value))})" if g else "")

@@ -316,7 +316,7 @@ class Perf:
 
     SYSCALLS = ("io_uring_enter", "recvfrom", "sendto", "recvmsg", "sendmsg", "read", "write", "epoll_wait",
                 "epoll_ctl", "accept4", "close", "shutdown", "setsockopt", "getsockopt", "getsockname", "fcntl",
-                "futex", "rt_sigreturn")
+                "futex", "rt_sigreturn", "mmap", "munmap", "madvise", "brk")
 
     def __init__(self, pid: int, cpu: int | None = CLIENT_CPU) -> None:
         os.makedirs(os.path.join(HARNESS, "tmp"), exist_ok=True)

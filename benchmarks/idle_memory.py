@@ -159,6 +159,14 @@ def vm_hwm(pid: int) -> int | None:
 
 # ---------------------------------------------------------------- report
 
+def summary_item(form: str, e: dict[str, Any], scenario: str) -> str:
+    """ "trio-uring 4.77 = 0.93 (goal ≤ 1: met) x stock" for the README's summary."""
+    text = f"{form} {H.fnum(e['kib'], 2)}"
+    if form != REFERENCE and e.get("kib_ratio"):
+        text += f" = {goals_mod.with_goal(e['kib_ratio'], 'idle-memory', scenario, form, 'kib_per_conn_ratio')} x stock"
+    return text
+
+
 def mib(kib: float | None) -> str:
     return "-" if kib is None else f"{kib / 1024:,.1f} MiB"
 
@@ -240,8 +248,9 @@ def main() -> int:
         "benchmark": "idle-memory", "command": command, "started": started, "probe": probe, "notes": notes,
         "forms": forms, "connections": args.connections, "reps": args.reps, "scenario": scenario,
         "table": table, "runs": runs, "goals": checked,
-        "summary_lines": [f"Memory, {args.connections:,} idle connections (`benchmarks/idle_memory.py`): "
-                          + ", ".join(f"{f} {H.fnum(table[0]['forms'][f]['kib'], 2)} KiB/conn" for f in forms)],
+        "summary_lines": [f"Memory, {args.connections:,} idle connections (`benchmarks/idle_memory.py`), KiB per "
+                          "connection: " + ", ".join(summary_item(f, e, scenario) for f, e in
+                                                     table[0]["forms"].items())],
     }
     base = H.outputs(args.out_dir, "idle-memory")
     chart_args = {"title": f"Server RSS per idle connection ({args.connections:,} connections; lower is better)",
