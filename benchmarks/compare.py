@@ -1,200 +1,121 @@
 #!/usr/bin/env python3
-"""Stock Trio on epoll vs trio_uring: the same echo handler in three forms, one command.
+"""Stock Trio on epoll vs trio_uring: the same echo handler in each form, one command.
 
-    benchmarks/compare.py                  # full comparison: 6 scenarios x 5 reps, then strace
+    benchmarks/compare.py                  # 6 scenarios x 3 forms x 5 reps, then the counting pass
     benchmarks/compare.py -r 1 -d 1 -S echo-c64-s64,connect-c32     # quick look
 
-The forms (names as in the shared harness, /work/shared/bench/run.py):
-
-    trio-epoll          trio.serve_tcp under trio.run: stock Trio, epoll
-    trio-uring          the same code under trio_uring.run: the drop-in
-    trio-uring-streams  trio_uring.serve_tcp under trio_uring.run: trio_uring's own streams
-                        (left out, with a note, while trio_uring has no serve_tcp)
+The forms are benchmarks/forms.py's (today: trio-epoll = stock Trio, the reference;
+trio-uring = the drop-in; trio-uring-streams = trio_uring's own streams), served by
+benchmarks/servers/echo.py. The goals are benchmarks/goals.py's.
 
 What it does:
 
- 1. Copies the shared harness into benchmarks/.harness/ (the shared folder is
-    read-only; the copy is refreshed on every call) and builds its loadgen.
- 2. Runs the harness's run.py with the project's interpreter: every scenario,
-    every form, interleaved (the order of forms rotates on each repetition),
-    disturbed runs retried.  Nothing here generates load itself.
- 3. Reads run.py's JSON and prints, per scenario, each form's median, its
-    ratio to trio-epoll from the same run next to the issue's target, and
-    server CPU per request (per MB for stream) from /proc.
- 4. Measures syscalls per request: echo-c64-s64 against each form with
-    `strace -c -f -p PID` attached (see strace_pass for how setup and
-    teardown are kept out of the count).
- 5. Writes results/<timestamp>.md, .json (this script's tables and the
-    strace counts) and .run.json (run.py's raw JSON, every run).
+ 1. Copies the shared harness (/work/shared/bench) into benchmarks/.harness/ and builds
+    our loadgen there (benchmarks/loadgen.c: the shared one plus window hooks).
+ 2. Runs the harness's run.py: every scenario, every form, interleaved (the order of the
+    forms rotates on each repetition), disturbed runs retried.
+ 3. The counting pass: each scenario and form once more, with `perf stat` counting the
+    server's system calls and the server snapshotting its io_statistics, both only
+    inside loadgen's measured window (loadgen switches them at the window's edges).
+ 4. Prints and writes (results/<timestamp>.md, .json, .run.json, and a chart .svg/.png):
+    per scenario and form the median rate and its ratio to trio-epoll of the same run,
+    server CPU per request, p50/p99 latency, system calls and ring ops per request, and
+    each goal of goals.py, met or not met.
 
 Benchmarks are scripts, not tests: nothing here is collected by pytest.
 See benchmarks/README.md for how to read the output.
 """
 
+from __future__ import annotations
+
 import argparse
-import datetime
-import filecmp
-import importlib.util
 import json
 import os
 import re
 import shlex
-import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
+from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-HARNESS = os.path.join(HERE, ".harness")
-RESULTS = os.path.join(HERE, "results")
-SHARED_BENCH = os.environ.get("TRIO_URING_BENCH_DIR", "/work/shared/bench")
+import goals as goals_mod
+import harness as H
+from forms import FORMS, REFERENCE, parse_forms
+from stats import delta, read_snapshots
 
-FORMS = {
-    "trio-epoll": "trio.serve_tcp under trio.run (stock Trio, epoll)",
-    "trio-uring": "trio.serve_tcp under trio_uring.run (drop-in)",
-    "trio-uring-streams": "trio_uring.serve_tcp under trio_uring.run (trio_uring streams)",
-}
-REFERENCE = "trio-epoll"
-DEFAULT_SCENARIOS = ["echo-c1-s64", "echo-c64-s64", "echo-c512-s64", "connect-c32",
-                     "stream-c8-s64k", "echo-c64-s16k"]
-
-# The performance issue's targets: minimum ratio form / trio-epoll, per scenario.
-TARGETS = {
-    "trio-uring": {"echo-c1-s64": 0.95, "echo-c64-s64": 1.1, "echo-c512-s64": 1.3,
-                   "connect-c32": 1.5, "stream-c8-s64k": 1.0, "echo-c64-s16k": 1.0},
-    "trio-uring-streams": {"echo-c1-s64": 1.2, "echo-c64-s64": 2.0, "echo-c512-s64": 2.5,
-                           "connect-c32": 2.5, "stream-c8-s64k": 1.5, "echo-c64-s16k": 1.5},
-}
-
-# Harness files we need (not its .venv, results or build products).
-HARNESS_FILES = ["run.py", "loadgen.c", "Makefile", "README.md", "servers/trio_echo.py",
-                 "servers/asyncio_echo.py", "servers/asyncio_streams_echo.py",
-                 "servers/epoll_echo.c", "servers/uring_echo.c"]
+PROG = "compare"
+ECHO_SERVER = os.path.join(H.HERE, "servers", "echo.py")
+# The six scenarios of the performance issue's goal table (run.py's names).
+DEFAULT_SCENARIOS = ["echo-c1-s64", "echo-c64-s64", "echo-c512-s64", "connect-c32", "stream-c8-s64k",
+                     "echo-c64-s16k"]
 
 
-def log(msg):
-    print(f"compare: {msg}", file=sys.stderr, flush=True)
+def log(msg: str) -> None:
+    H.log(PROG, msg)
 
 
-def read_text(path):
-    with open(path) as f:
-        return f.read()
+# ---------------------------------------------------------------- units
+
+def primary(res: dict[str, Any]) -> float | None:
+    """The scenario's headline rate: MB/s for stream, requests (or connections) per second otherwise."""
+    return res["mbps"] if res["mode"] == "stream" else res["rps"]
 
 
-# ---------------------------------------------------------------- preparation
-
-def prepare_harness(src, c_servers):
-    """Refresh benchmarks/.harness from the shared harness and build loadgen
-    (and the C servers if asked).  Files are copied with their mtimes and only
-    when they differ, so make rebuilds only what changed upstream."""
-    if not os.path.exists(os.path.join(src, "run.py")):
-        sys.exit(f"compare: no harness at {src} (set TRIO_URING_BENCH_DIR or --bench-dir)")
-    for rel in HARNESS_FILES:
-        s, d = os.path.join(src, rel), os.path.join(HARNESS, rel)
-        if not os.path.exists(s):
-            continue
-        os.makedirs(os.path.dirname(d), exist_ok=True)
-        if not (os.path.exists(d) and filecmp.cmp(s, d, shallow=False)):
-            shutil.copy2(s, d)
-            os.chmod(d, 0o755 if rel == "run.py" else 0o644)
-    targets = ["loadgen"]
-    if c_servers:
-        targets.append("servers/epoll_echo")
-        if "c-uring" in c_servers:
-            if not os.path.exists("/usr/include/liburing.h"):
-                apt_install("liburing-dev")
-            targets.append("servers/uring_echo")
-    r = subprocess.run(["make", "-s", "-C", HARNESS, *targets], capture_output=True, text=True)
-    if r.returncode:
-        sys.exit(f"compare: building the harness failed:\n{r.stdout}{r.stderr}")
+def unit_of(mode: str) -> str:
+    return {"stream": "MB/s", "connect": "conn/s"}.get(mode, "req/s")
 
 
-def apt_install(pkg):
-    log(f"apt-get install {pkg}")
-    sudo = [] if os.geteuid() == 0 else ["sudo"]
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run([*sudo, "apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL)
-    subprocess.run([*sudo, "apt-get", "install", "-y", "-q", pkg], env=env, stdout=subprocess.DEVNULL)
+def per_unit(mode: str) -> str:
+    return {"stream": "MB", "connect": "conn"}.get(mode, "req")
 
 
-PROBE = r"""
-import json, sys
-out = {"python": sys.version.split()[0]}
-try:
-    import trio
-    out["trio"] = trio.__version__
-except Exception as e:
-    out["trio_error"] = repr(e)
-try:
-    import trio_uring
-    out["trio_uring"] = getattr(trio_uring, "__version__", "?")
-    out["trio_uring_path"] = trio_uring.__file__
-    out["serve_tcp"] = hasattr(trio_uring, "serve_tcp")
-    try:
-        trio_uring.check_available()
-        out["uring_available"] = True
-    except Exception as e:
-        out["uring_available"] = False
-        out["uring_error"] = str(e)
-except Exception as e:
-    out["trio_uring_error"] = repr(e)
-print(json.dumps(out))
-"""
+def units_done(res: dict[str, Any]) -> float:
+    """Requests (connections; MB for stream) completed in loadgen's window."""
+    return res["mbps"] * res["duration_s"] if res["mode"] == "stream" else res["requests"]
 
 
-def probe_python(python):
-    r = subprocess.run([python, "-c", PROBE], capture_output=True, text=True, timeout=60)
-    try:
-        return json.loads(r.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        sys.exit(f"compare: cannot run {python}: {r.stderr.strip()}")
+def cpu_per_unit(res: dict[str, Any]) -> float | None:
+    """Server CPU µs per request (per connection; per MB): cores used / units per second * 1e6."""
+    rate = primary(res)
+    return res["server_cpu"] / rate * 1e6 if res.get("server_cpu") is not None and rate else None
 
 
-def choose_forms(probe, wanted):
-    """The forms that can run with this interpreter, and a note for each left out."""
-    forms, notes = [], []
-    if "trio_error" in probe:
-        sys.exit(f"compare: trio cannot be imported by the server interpreter: {probe['trio_error']}")
-    for f in wanted:
-        if f != REFERENCE and "trio_uring_error" in probe:
-            notes.append(f"{f} skipped: trio_uring cannot be imported ({probe['trio_uring_error']}).")
-        elif f != REFERENCE and not probe.get("uring_available"):
-            notes.append(f"{f} skipped: io_uring is unavailable here ({probe.get('uring_error')}).")
-        elif f == "trio-uring-streams" and not probe.get("serve_tcp"):
-            notes.append("trio-uring-streams skipped: trio_uring has no serve_tcp yet "
-                         "(hasattr(trio_uring, 'serve_tcp') is False), so only the drop-in is compared.")
-        else:
-            forms.append(f)
-    return forms, notes
+def latency(q: str) -> Any:
+    return lambda res: (res.get("lat_us") or {}).get(q)
 
 
-def load_runpy():
-    """The harness's run.py as a module (server registry, port helpers, stop())."""
-    spec = importlib.util.spec_from_file_location("bench_run", os.path.join(HARNESS, "run.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+METRICS = {"rate": primary, "cpu": cpu_per_unit, "p50": latency("p50"), "p99": latency("p99")}
+RATIOS = {"rate": "higher", "cpu": "lower"}
 
 
-# ---------------------------------------------------------------- the suite
+# ---------------------------------------------------------------- the suite (run.py)
 
-def run_suite(args, servers, scenarios, run_json, run_md):
-    argv = [sys.executable, os.path.join(HARNESS, "run.py"), "-s", ",".join(servers)]
+def server_command(form: str, python: str, stats: str | None = None) -> list[str]:
+    argv = [python, ECHO_SERVER, "--form", form, "--port", "{port}"]
+    if stats:
+        argv += ["--stats", stats]
+    env = FORMS[form].env
+    return ["env", *(f"{k}={v}" for k, v in env.items()), *argv] if env else argv
+
+
+def run_suite(args: Any, forms: list[str], also: list[str], scenarios: list[str], run_json: str,
+              run_md: str) -> int:
+    argv = [sys.executable, os.path.join(H.HARNESS, "run.py")]
+    for f in forms:  # NAME=COMMAND: run.py starts it with {port} filled in, and stops it by its PID
+        argv += ["-s", f + "=" + shlex.join(server_command(f, args.python))]
+    if also:
+        argv += ["-s", ",".join(also)]
     for s in scenarios:  # one -S each: a MODE:c=N,s=N spec has commas of its own
         argv += ["-S", s]
-    argv += ["-r", str(args.reps), "-d", str(args.duration),
-            "-w", str(args.warmup), "--python", args.python, "--retries", str(args.retries),
-            "--max-bg", str(args.max_bg), "--max-steal", str(args.max_steal),
-            "--quiet-wait", str(args.quiet_wait), "-o", run_json, "--md", run_md]
+    argv += ["-r", str(args.reps), "-d", str(args.duration), "-w", str(args.warmup), "--python", args.python,
+             "--retries", str(args.retries), "--max-bg", str(args.max_bg), "--max-steal", str(args.max_steal),
+             "--quiet-wait", str(args.quiet_wait), "--port-base", str(args.port_base), "-o", run_json,
+             "--md", run_md]
     if args.no_pin:
         argv.append("--no-pin")
-    log("running " + " ".join(shlex.quote(a) for a in argv))
-    # run.py's progress goes to our stderr; its Markdown (stdout) is also in run_md.
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    log("running " + shlex.join(argv))
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)  # progress on our stderr; Markdown in run_md
     try:
         rc = proc.wait()
     except BaseException:
@@ -211,222 +132,113 @@ def run_suite(args, servers, scenarios, run_json, run_md):
     return rc
 
 
-# ---------------------------------------------------------------- analysis
-
-def median(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
-def primary(mode, res):
-    return res["mbps"] if mode == "stream" else res["rps"]
-
-
-def unit_of(mode):
-    return {"stream": "MB/s", "connect": "conn/s"}.get(mode, "req/s")
-
-
-def cpu_unit_of(mode):
-    return {"stream": "µs/MB", "connect": "µs/conn"}.get(mode, "µs/req")
-
-
-def cpu_per_unit(mode, res):
-    """Server CPU µs per request (per connection, per MB for stream):
-    cores used / units per second * 1e6."""
-    rate = primary(mode, res)
-    if res.get("server_cpu") is None or not rate:
-        return None
-    return res["server_cpu"] / rate * 1e6
-
-
-def selected(runs, scen, server):
-    """The repetitions run.py's median is over: used attempts with a result,
-    the clean ones only if at least two are clean (run.py's rule)."""
-    rs = [r for r in runs if r["scenario"] == scen and r["server"] == server and r.get("used")]
-    ok = [r for r in rs if "result" in r]
-    clean = [r for r in ok if not r["disturbed"]]
-    return rs, (clean if len(clean) >= 2 else ok)
-
-
-def analyze(data, servers):
-    """Per scenario and server: median rate and CPU/unit, spreads, and the
-    ratio to trio-epoll (ratio of medians, plus the range of the per-repetition
-    ratios, each form against trio-epoll of the same repetition)."""
-    runs, meta = data["runs"], data["meta"]
-    table = []
-    for scen, spec in meta["scenarios"].items():
-        mode = spec["mode"]
-        row = {"scenario": scen, "mode": mode, "unit": unit_of(mode), "cpu_unit": cpu_unit_of(mode),
-               "forms": {}}
-        for srv in servers:
-            rs, ok = selected(runs, scen, srv)
-            vals = [primary(mode, r["result"]) for r in ok]
-            cpus = [cpu_per_unit(mode, r["result"]) for r in ok]
-            med, cmed = median(vals), median(cpus)
-            cpus = [c for c in cpus if c is not None]
-            row["forms"][srv] = {
-                "median": med, "values": vals,
-                "spread": (max(vals) - min(vals)) / med if vals and med else None,
-                "cpu_per_unit": cmed, "cpu_values": cpus,
-                "cpu_spread": (max(cpus) - min(cpus)) / cmed if cpus and cmed else None,
-                "server_cpu": median([r["result"].get("server_cpu") for r in ok]),
-                "reps": len(rs), "median_of": len(ok),
-                "disturbed": sum(1 for r in rs if r.get("disturbed")),
-                "errors": sum(r["result"]["errors"]["total"] for r in rs if "result" in r),
-                "failed": [f"rep {r['rep'] + 1}: {r['error']}" for r in rs if r.get("error")],
-                "by_rep": {r["rep"]: r for r in ok},
-            }
-        ref = row["forms"].get(REFERENCE)
-        for srv, e in row["forms"].items():
-            if srv == REFERENCE or not ref:
-                continue
-            e["ratio"] = e["median"] / ref["median"] if e["median"] and ref["median"] else None
-            # CPU ratio: trio-epoll's cost / this form's cost, so > 1 means cheaper, like the rate ratio
-            e["cpu_ratio"] = (ref["cpu_per_unit"] / e["cpu_per_unit"]
-                              if e["cpu_per_unit"] and ref["cpu_per_unit"] else None)
-            paired, cpu_paired = [], []
-            for rep, r in e["by_rep"].items():
-                rr = ref["by_rep"].get(rep)
-                if rr is None:
-                    continue
-                a, b = primary(mode, r["result"]), primary(mode, rr["result"])
-                if a and b:
-                    paired.append(a / b)
-                ca, cb = cpu_per_unit(mode, r["result"]), cpu_per_unit(mode, rr["result"])
-                if ca and cb:
-                    cpu_paired.append(cb / ca)
-            e["paired_ratios"], e["cpu_paired_ratios"] = paired, cpu_paired
-            e["target"] = TARGETS.get(srv, {}).get(scen)
-        for e in row["forms"].values():
-            del e["by_rep"]
-        table.append(row)
+def analyze(data: dict[str, Any], servers: list[str]) -> list[dict[str, Any]]:
+    """Per scenario and server: medians, spreads, and ratios to trio-epoll (H.summarize)."""
+    for r in data["runs"]:
+        r.setdefault("variant", r["server"])
+    scenarios = list(data["meta"]["scenarios"])
+    table = H.summarize(data["runs"], scenarios, servers, REFERENCE, METRICS, RATIOS)
+    for row in table:
+        mode = data["meta"]["scenarios"][row["scenario"]]["mode"]
+        row.update(mode=mode, unit=unit_of(mode), cpu_unit="µs/" + per_unit(mode))
     return table
 
 
-# ---------------------------------------------------------------- syscalls
+# ---------------------------------------------------------------- counting pass
 
-STRACE_LINE = re.compile(r"^\s*([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s+(?:(\d+)\s+)?([a-z_0-9]+)\s*$")
-
-
-def parse_strace_c(text):
-    """{syscall: calls} from `strace -c` output (the total line is skipped and
-    recomputed: it has no usecs/call column, so it parses ambiguously)."""
-    calls = {}
-    for line in text.splitlines():
-        m = STRACE_LINE.match(line)
-        if m and m.group(6) != "total":
-            calls[m.group(6)] = calls.get(m.group(6), 0) + int(m.group(4))
-    return calls
-
-
-def strace_once(bench, cmd, port, duration, args):
-    """Start the server, attach strace -c -f, run loadgen echo-c64-s64 for
-    `duration` s (no warm-up), detach.  Returns ({syscall: calls}, loadgen JSON)."""
-    argv = shlex.split(cmd.replace("{port}", str(port)))
-    if not args.no_pin:
-        argv = ["taskset", "-c", "1", *argv]
-    tmp = tempfile.mkdtemp(prefix="compare-strace-")
-    out, err_path = os.path.join(tmp, "strace.txt"), os.path.join(tmp, "strace.err")
-    slog = open(os.path.join(tmp, "server.log"), "w+b")  # noqa: SIM115  (closed in the finally below)
-    server = subprocess.Popen(argv, cwd=HARNESS, stdin=subprocess.DEVNULL, stdout=slog,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    tracer = None
+def count_once(runpy: Any, args: Any, form: str, scen: dict[str, Any], port: int) -> dict[str, Any]:
+    """One run of a scenario against a form with perf counting the server's system
+    calls and the server snapshotting its statistics, both inside loadgen's window only."""
+    os.makedirs(os.path.join(H.HARNESS, "tmp"), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="count-", dir=os.path.join(H.HARNESS, "tmp"))
+    stats_path = os.path.join(tmp, "stats.jsonl")
+    argv = [a.replace("{port}", str(port)) for a in server_command(form, args.python, stats_path)]
+    server = H.Server(argv, None if args.no_pin else H.SERVER_CPU)
+    perf = None
     try:
-        t_end = time.monotonic() + 15
-        while not bench.listening(port):
-            if server.poll() is not None or time.monotonic() > t_end:
-                slog.seek(0)
-                raise RuntimeError("server did not start listening: "
-                                   + slog.read().decode(errors="replace")[-500:])
-            time.sleep(0.02)
-        with open(err_path, "w") as ef:
-            tracer = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(server.pid)],
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=ef)
-        t_end = time.monotonic() + 10
-        while "attached" not in read_text(err_path):
-            if tracer.poll() is not None or time.monotonic() > t_end:
-                raise RuntimeError("strace did not attach: " + read_text(err_path).strip())
-            time.sleep(0.02)
-        time.sleep(0.2)  # let it attach to every thread (-f)
-        lg = [bench.LOADGEN, "-m", "echo", "-p", str(port), "-c", "64", "-s", "64",
-              "-d", str(duration), "-w", "0", "--json", "--setup-timeout", "30"]
-        if not args.no_pin:
-            lg = ["taskset", "-c", "0", *lg]
-        r = subprocess.run(lg, capture_output=True, text=True, timeout=duration + 60)
-        line = next((ln for ln in reversed(r.stdout.splitlines()) if ln.startswith("{")), None)
+        server.wait_listening(port, runpy.listening)
+        perf = H.Perf(server.pid, None if args.no_pin else H.CLIENT_CPU)
+        lg = [H.tool("loadgen"), "-m", scen["mode"], "-p", str(port), "-c", str(scen["c"]), "-s", str(scen["s"]),
+              "-P", str(scen["p"]), "-d", str(args.duration), "-w", str(args.warmup), "--server-pid",
+              str(server.pid), "--perf-ctl", perf.fifo, "--window-signal", str(int(signal.SIGUSR1)), "--json"]
+        rc, out, err, _ = H.run_client(H.pinned(lg, None if args.no_pin else H.CLIENT_CPU), args.warmup
+                                       + args.duration + 60, cpu=None)
+        calls = perf.stop()
+        perf = None
+        line = next((ln for ln in reversed(out.splitlines()) if ln.startswith("{")), None)
         if line is None:
-            raise RuntimeError(f"loadgen gave no JSON (rc {r.returncode}): {r.stderr.strip()[-300:]}")
+            return {"error": f"loadgen gave no JSON (rc {rc}): {err.strip()[-300:]}"}
         res = json.loads(line)
-        tracer.send_signal(signal.SIGINT)  # detach; strace writes the summary
-        tracer.wait(timeout=15)
-        tracer = None
-        with open(out) as f:
-            calls = parse_strace_c(f.read())
-        if res["errors"]["total"]:
-            res["human"] = next((ln for ln in r.stdout.splitlines() if not ln.startswith("{")), "")
-        return calls, res
+        snaps = read_snapshots(stats_path)
+        units = units_done(res)
+        entry: dict[str, Any] = {"units": units, "unit": per_unit(scen["mode"]), "rate": primary(res),
+                                 "loadgen_errors": res["errors"]["total"], "syscalls": calls}
+        if units:
+            entry["syscalls_per_unit"] = calls["total"] / units
+            entry["by_syscall"] = {k: v / units for k, v in sorted(calls.items(), key=lambda kv: -kv[1])
+                                   if k != "total"}
+        if len(snaps) >= 2 and units:
+            d = delta(snaps[0], snaps[-1])
+            entry["ring_ops_per_unit"] = {k: v / units for k, v in
+                                          sorted(d.get("io", {}).get("ops_submitted", {}).items(),
+                                                 key=lambda kv: -kv[1])}
+            entry["server_cpu_us_per_unit"] = d["cpu_s"] * 1e6 / units
+        elif units:
+            entry["note"] = f"the server wrote {len(snaps)} statistics snapshots, not 2"
+        return entry
     finally:
-        if tracer is not None and tracer.poll() is None:
-            tracer.send_signal(signal.SIGINT)
+        if perf is not None:
+            perf.close()
+        server.stop()
+        for name in os.listdir(tmp):
+            os.remove(os.path.join(tmp, name))
+        os.rmdir(tmp)
+
+
+def counting_pass(runpy: Any, args: Any, forms: list[str], scenarios: dict[str, dict[str, Any]]) -> tuple[
+        dict[str, dict[str, Any]], str | None]:
+    why = H.perf_usable()
+    if why:
+        return {}, f"System calls not counted: {why}."
+    picker = runpy.PortPicker(args.port_base + 1000)
+    out: dict[str, dict[str, Any]] = {}
+    for name, scen in scenarios.items():
+        for form in forms:
+            log(f"counting: {name} {form}")
             try:
-                tracer.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                tracer.kill()
-        bench.stop(server)
-        slog.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+                out.setdefault(name, {})[form] = count_once(runpy, args, form, scen, picker.next())
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                out.setdefault(name, {})[form] = {"error": str(e)}
+            e = out[name][form]
+            if "syscalls_per_unit" in e:
+                log(f"counting: {name} {form}: {e['syscalls_per_unit']:.3f} syscalls/{e['unit']}")
+            elif "error" in e:
+                log(f"counting: {name} {form}: {e['error']}")
+    return out, None
 
 
-def strace_pass(bench, forms, args):
-    """Syscalls per request at echo-c64-s64, per form.
+# ---------------------------------------------------------------- goals
 
-    strace counts everything the server does while attached: accepting the 64
-    connections, the probe exchanges, closing them at the end, and the
-    requests.  Per-connection work is small next to ~2 syscalls per request
-    on epoll, but not next to io_uring's few per hundred requests.  So each form is
-    run twice under strace, with a 1 s and a (1 + --strace-seconds) s window,
-    and syscalls/request = (calls_long - calls_short) / (requests_long -
-    requests_short): the fixed part cancels.  strace slows every syscall, so
-    the rates seen here are not reported; the slowdown also changes how many
-    requests a loop iteration handles, so the counts are approximate."""
-    if shutil.which("strace") is None:
-        apt_install("strace")
-        if shutil.which("strace") is None:
-            return None, "strace is not installed and could not be installed; syscalls not measured."
-    picker = bench.PortPicker(args.port_base + 1000)
-    result = {}
-    short, long_ = 1.0, 1.0 + args.strace_seconds
-    for form in forms:
-        cmd = bench.SERVERS[form].replace("{python}", shlex.quote(args.python))
-        log(f"strace: {form} ({short:g} s and {long_:g} s windows)")
-        try:
-            c_s, r_s = strace_once(bench, cmd, picker.next(), short, args)
-            c_l, r_l = strace_once(bench, cmd, picker.next(), long_, args)
-        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-            result[form] = {"error": str(e)}
-            log(f"strace: {form}: {e}")
+def check_goals(table: list[dict[str, Any]], counts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = {r["scenario"]: r for r in table}
+    out = []
+    for g in goals_mod.goals_for("echo"):
+        if g.metric == "ratio":
+            e = rows.get(g.scenario, {}).get("forms", {}).get(g.form)
+            value = e.get("rate_ratio") if e else None
+        elif g.metric == "syscalls_per_request":
+            e = counts.get(g.scenario, {}).get(g.form)
+            value = e.get("syscalls_per_unit") if e else None
+        else:
             continue
-        dreq = r_l["requests"] - r_s["requests"]
-        names = set(c_s) | set(c_l)
-        delta = {n: c_l.get(n, 0) - c_s.get(n, 0) for n in names}
-        entry = {"short": {"calls": c_s, "requests": r_s["requests"], "errors": r_s["errors"]},
-                 "long": {"calls": c_l, "requests": r_l["requests"], "errors": r_l["errors"]},
-                 "requests": dreq, "syscalls": sum(delta.values())}
-        if dreq > 0:
-            entry["per_request"] = entry["syscalls"] / dreq
-            entry["by_syscall"] = {n: d / dreq for n, d in sorted(delta.items(), key=lambda kv: -kv[1]) if d}
-        # the undifferenced ratio, for reference
-        entry["naive_per_request"] = (sum(c_l.values()) / r_l["requests"]) if r_l["requests"] else None
-        for k, r in (("short", r_s), ("long", r_l)):
-            if r["errors"]["total"]:
-                entry.setdefault("loadgen_errors", []).append(f"{k} window: {r.get('human') or r['errors']}")
-        result[form] = entry
-    return result, None
+        if e is not None:  # else: that scenario or form was not part of this run
+            out.append({**g._asdict(), "value": value, "met": g.met(value), "goal": g.text()})
+    return out
 
 
 # ---------------------------------------------------------------- report
 
-def fnum(x, unit=""):
+def fnum(x: float | None, unit: str = "") -> str:
     if x is None:
         return "-"
     if unit == "MB/s" and x < 100:
@@ -434,280 +246,157 @@ def fnum(x, unit=""):
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.1f}"
 
 
-def fpct(x):
-    return "-" if x is None else f"{100 * x:.0f}%"
-
-
-def fratio(x, paired):
-    if x is None:
-        return "-"
-    s = f"**{x:.2f}**"
-    if len(paired) > 1:
-        s += f" ({min(paired):.2f}–{max(paired):.2f})"
-    return s
-
-
-def ftarget(t):
-    if t is None:
-        return "-"
-    return f"≥{t:.1f}" if t == round(t, 1) else f"≥{t:.2f}"  # ≥1.0, ≥2.5, ≥0.95
-
-
-def met(ratio, target):
-    if ratio is None or target is None:
-        return "-"
-    return "yes" if ratio >= target else "no"
-
-
-def flags(e):
-    f = ""
-    if e["errors"] or e["failed"]:
-        f += " !"
-    if e["disturbed"]:
-        f += " ~"
-    return f
-
-
-def ratio_table(table, forms, kind):
-    """One Markdown table, one row per scenario: trio-epoll's value, then per
-    form its value, the ratio to trio-epoll, the issue's target and whether
-    it is met.  kind "rate": throughput; kind "cpu": server CPU per unit."""
-    value, spread, ratio, paired, unit = {
-        "rate": ("median", "spread", "ratio", "paired_ratios", "unit"),
-        "cpu": ("cpu_per_unit", "cpu_spread", "cpu_ratio", "cpu_paired_ratios", "cpu_unit"),
-    }[kind]
+def ratio_table(table: list[dict[str, Any]], forms: list[str], metric: str, unit_key: str) -> list[str]:
+    """One row per scenario: trio-epoll's value, then per form its value, its ratio to
+    trio-epoll (range of per-repetition ratios) and, for the rate, the goal and verdict."""
     hdr = ["scenario", REFERENCE]
     for f in forms:
-        hdr += [f, "ratio", "target", "met"]
+        hdr += [f, "ratio"] + (["goal", "met"] if metric == "rate" else [])
     out = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
-    n_met = n_targets = 0
-
-    def cell(e, row):
-        text = f"{fnum(e[value], row[unit])} ({fpct(e[spread])})"
-        return text + flags(e) if kind == "rate" else text
-
     for row in table:
+        unit = row[unit_key]
+
+        def cell(e: dict[str, Any], unit: str = unit) -> str:
+            text = f"{fnum(e[metric], unit)} ({H.fpct(e[metric + '_spread'])})"
+            return text + H.flags(e) if metric == "rate" else text
+
         ref = row["forms"].get(REFERENCE)
-        cells = [f"{row['scenario']} ({row[unit]})", cell(ref, row) if ref else "-"]
+        cells = [f"{row['scenario']} ({unit})", cell(ref) if ref else "-"]
         for f in forms:
             e = row["forms"][f]
-            ok = met(e.get(ratio), e.get("target"))
-            n_targets += ok != "-"
-            n_met += ok == "yes"
-            cells += [cell(e, row), fratio(e.get(ratio), e.get(paired, [])),
-                      ftarget(e.get("target")), ok]
+            cells += [cell(e), H.fratio(e.get(metric + "_ratio"), e.get(metric + "_paired"))]
+            if metric == "rate":
+                g = goals_mod.goal("echo", row["scenario"], f, "ratio")
+                cells += [g.text() if g else "-", goals_mod.verdict(g.met(e.get("rate_ratio"))) if g else "-"]
         out.append("| " + " | ".join(cells) + " |")
-    out.append("")
-    return out, n_met, n_targets
+    return [*out, ""]
 
 
-def render_rate_tables(table, forms):
-    out = ["## Throughput: ratio to trio-epoll in the same run", ""]
-    rows, n_met, n = ratio_table(table, forms, "rate")
-    out += rows
-    out.append("Cells: median over the repetitions used (spread = (max - min) / median). "
-               "ratio = form median / trio-epoll median; in parentheses the range of the "
-               "per-repetition ratios (each against trio-epoll of the same repetition). "
-               "`!` = a repetition failed or loadgen counted errors (see Problems), "
-               "`~` = some repetitions were disturbed by other load or steal even after retries.")
-    if n:
-        out.append(f"Targets met by throughput: {n_met} of {n}.")
-    out += ["", "## Server CPU per request (from /proc; per MB for stream)", ""]
-    rows, n_met, n = ratio_table(table, forms, "cpu")
-    out += rows
-    out.append("Server CPU time (user + system, from /proc/PID/stat over loadgen's window) divided by "
-               "the work done: µs per request, per connection (connect) or per MB echoed (stream); "
-               "median over the repetitions used. ratio = trio-epoll's cost / the form's cost, so "
-               "above 1 means cheaper, comparable to the throughput ratio and to the same target. "
-               "Steal and other load inflate it less than they cut req/s. In echo-c1-s64 the server "
-               "is not saturated (latency-bound), so its CPU per request includes going to sleep "
-               "and waking up for each request.")
-    if n:
-        out.append(f"Targets met by CPU cost: {n_met} of {n}.")
-    out.append("")
+def latency_table(table: list[dict[str, Any]], forms: list[str]) -> list[str]:
+    rows = [r for r in table if r["mode"] != "stream"]
+    if not rows:
+        return []
+    out = ["## Latency (loadgen, µs: p50 / p99)", "",
+           "| scenario | " + " | ".join([REFERENCE, *forms]) + " |", "|" + "---|" * (len(forms) + 2)]
+    for row in rows:
+        cells = [row["scenario"]]
+        for f in [REFERENCE, *forms]:
+            e = row["forms"].get(f)
+            cells.append(f"{fnum(e['p50'])} / {fnum(e['p99'])}" if e else "-")
+        out.append("| " + " | ".join(cells) + " |")
+    out += ["", "Per request (per connection in connect: connect, send, echo, close), from loadgen's "
+            "log-linear histogram (±1.6%), median over the repetitions used. Stream has no latency. At one "
+            "connection latency is 1 / rate; under load (64, 512 connections) p99 shows queueing and stalls.", ""]
     return out
 
 
-def render_syscalls(syscalls, syscall_note, meta):
-    out = ["## Syscalls per request (strace -c, echo-c64-s64)", ""]
-    if syscall_note:
-        out.append(syscall_note)
-    elif syscalls:
-        out.append("| server | syscalls/request | top 3 (per request) | requests counted |")
-        out.append("|---|---|---|---|")
-        for s, e in syscalls.items():
-            if "error" in e:
-                out.append(f"| {s} | failed: {e['error']} | | |")
+def counts_table(counts: dict[str, dict[str, Any]], forms: list[str], note: str | None, args: Any) -> list[str]:
+    out = ["## System calls and ring ops per request (counting pass)", ""]
+    if note:
+        return [*out, note, ""]
+    if not counts:
+        return [*out, "Not measured (--no-count).", ""]
+    out += ["| scenario | form | syscalls | top 3 syscalls | ring ops (SQEs) | server CPU µs |",
+            "|---|---|---|---|---|---|"]
+    for scen, per_form in counts.items():
+        for f in [REFERENCE, *forms]:
+            e = per_form.get(f)
+            if e is None:
                 continue
-            top = ", ".join(f"{n} {v:.3f}" for n, v in list(e.get("by_syscall", {}).items())[:3])
+            if "error" in e:
+                out.append(f"| {scen} | {f} | failed: {e['error']} | | | |")
+                continue
+            if "syscalls_per_unit" not in e:
+                out.append(f"| {scen} | {f} | - (nothing done in the window) | | | |")
+                continue
+            top = ", ".join(f"{k} {v:.3f}" for k, v in list(e["by_syscall"].items())[:3])
+            ops = e.get("ring_ops_per_unit")
+            ring = ", ".join(f"{k} {v:.3f}" for k, v in list(ops.items())[:3]) if ops else "-"
             flag = " !" if e.get("loadgen_errors") else ""
-            out.append(f"| {s} | {e['per_request']:.3f}{flag} | {top} | {e['requests']:,} |"
-                       if "per_request" in e else f"| {s} | - (no requests) | | |")
-        out.append("")
-        out.append("Each form ran twice under `strace -c -f -p PID` (loadgen windows of 1 s and "
-                   f"{1 + meta.get('strace_seconds', 3):g} s, no warm-up); the counts are the "
-                   "difference of the two, so connection setup and teardown cancel out. strace "
-                   "slows the server, so no rates are reported from this pass.")
-    else:
-        out.append("Not measured (--no-strace).")
-    out.append("")
+            out.append(f"| {scen} | {f} | {e['syscalls_per_unit']:.3f}/{e['unit']}{flag} | {top} | {ring} | "
+                       f"{fnum(e.get('server_cpu_us_per_unit'))} |")
+    out += ["", f"One run per scenario and form ({args.duration:g} s window after {args.warmup:g} s warm-up), "
+            "after the timed runs; its rates are not reported. System calls: `perf stat` on the server's PID "
+            "(raw_syscalls:sys_enter for the total, a syscalls:sys_enter_NAME tracepoint for each of the usual "
+            "ones; `other` = the rest), enabled and disabled by loadgen at its window's edges: no ptrace, the "
+            "server runs at nearly full speed. Ring ops: the difference of "
+            "`trio.lowlevel.current_statistics().io_statistics.ops_submitted` between two snapshots the server "
+            "takes on loadgen's signals at the same edges (top 3 opcodes); a single-shot op is one SQE and one "
+            "completion. Per request (per connection in connect, per MB in stream). Server CPU here is the "
+            "server's own getrusage over the same window, a cross-check of the CPU table.", ""]
     return out
 
 
-def render(table, servers, notes, meta, probe, command, syscalls, syscall_note, runpy_md):
-    forms = [s for s in servers if s != REFERENCE]
+def goals_section(checked: list[dict[str, Any]]) -> list[str]:
+    if not checked:
+        return []
+    out = ["## Goals (benchmarks/goals.py)", "", "| scenario | form | metric | goal | measured | verdict |",
+           "|---|---|---|---|---|---|"]
+    for g in checked:
+        v = "-" if g["value"] is None else f"{g['value']:.2f}" if g["metric"] == "ratio" else f"{g['value']:.3f}"
+        out.append(f"| {g['scenario']} | {g['form']} | {g['metric']} | {g['goal']} | {v} | "
+                   f"{goals_mod.verdict(g['met'])} |")
+    n = sum(1 for g in checked if g["met"] is not None)
+    out += ["", f"Met: {sum(1 for g in checked if g['met'])} of {n}. Ratios are medians of the interleaved "
+            "repetitions; a verdict whose per-repetition range (throughput table) straddles the goal is soft.", ""]
+    return out
+
+
+def render(report: dict[str, Any], runpy_md: str | None) -> str:
+    table, forms, meta, probe = report["table"], report["forms"], report["meta"], report["probe"]
+    others = [s for s in report["servers"] if s != REFERENCE]
     m = meta.get("machine", {})
-    out = ["# trio_uring vs stock Trio: echo benchmark", ""]
-    out.append(f"`{command}`")
-    out.append("")
-    run = (f"{meta['reps']} repetitions of {meta['duration_s']} s (after {meta['warmup_s']} s "
-           f"warm-up) per scenario and form, interleaved; server on CPU {meta.get('server_cpu')}, "
-           f"loadgen on CPU {meta.get('client_cpu')}; run.py took {meta.get('elapsed_s', '?')} s. "
-           if table else "")
-    out.append(f"{meta.get('started', '?')}; {run}Linux {m.get('kernel', '?')}, "
-               f"{m.get('nproc', '?')} CPUs ({m.get('cpu_model', '?')}), "
-               f"Python {m.get('python', probe.get('python'))}, trio {m.get('trio', probe.get('trio'))}, "
-               f"trio_uring {m.get('trio_uring', probe.get('trio_uring', '-'))}.")
-    out.append("")
-    for s in servers:
-        out.append(f"* `{s}`: {FORMS.get(s, meta['servers'].get(s, ''))}")
-    for n in notes:
+    out = ["# trio_uring vs stock Trio: echo benchmark", "", f"`{report['command']}`", ""]
+    run = (f"{meta['reps']} repetitions of {meta['duration_s']} s (after {meta['warmup_s']} s warm-up) per "
+           f"scenario and form, interleaved; server on CPU {meta.get('server_cpu')}, loadgen on CPU "
+           f"{meta.get('client_cpu')}; run.py took {meta.get('elapsed_s', '?')} s. " if table else "")
+    out += [f"{meta.get('started', '?')}; {run}Linux {m.get('kernel', '?')}, {m.get('nproc', '?')} CPUs "
+            f"({m.get('cpu_model', '?')}), Python {m.get('python', probe.get('python'))}, trio "
+            f"{m.get('trio', probe.get('trio'))}, trio_uring {m.get('trio_uring', probe.get('trio_uring', '-'))}"
+            f"{' (commit ' + probe['commit'] + ')' if probe.get('commit') else ''}.", ""]
+    for s in report["servers"]:
+        out.append(f"* `{s}`: {FORMS[s].description if s in FORMS else meta['servers'].get(s, '')}")
+    for n in report["notes"]:
         out.append(f"* **Note:** {n}")
     out.append("")
-
     if table:
-        out += render_rate_tables(table, forms)
-    out += render_syscalls(syscalls, syscall_note, meta)
-    problems = []
-    for row in table:
-        for s, e in row["forms"].items():
-            for fmsg in e["failed"]:
-                problems.append(f"* {row['scenario']} / {s}: {fmsg}")
-    for s, e in (syscalls or {}).items():
-        for msg in e.get("loadgen_errors", []):
-            problems.append(f"* strace pass / {s}: {msg}")
+        out += ["## Throughput: ratio to trio-epoll in the same run", ""]
+        out += ratio_table(table, others, "rate", "unit")
+        out += ["Cells: median over the repetitions used, (spread) = (max - min) / median. ratio = form median / "
+                "trio-epoll median; in parentheses the range of the per-repetition ratios (each against "
+                "trio-epoll of the same repetition). `!` = a repetition failed or loadgen counted errors (see "
+                "Problems), `~` = some repetitions were still disturbed by other load or steal after retries.", ""]
+        out += ["## Server CPU per request (from /proc)", ""]
+        out += ratio_table(table, others, "cpu", "cpu_unit")
+        out += ["Server CPU time (user + system, /proc/PID/stat over loadgen's window) / work done: µs per "
+                "request, per connection (connect) or per MB echoed (stream). ratio = trio-epoll's cost / the "
+                "form's cost, so above 1 means cheaper. Steal and other load move it much less than they move "
+                "req/s. In echo-c1-s64 the server is not saturated, so this includes sleeping and waking up for "
+                "each request.", ""]
+        out += latency_table(table, others)
+    out += counts_table(report["counts"], [f for f in forms if f != REFERENCE], report.get("counts_note"),
+                        argparse.Namespace(duration=report["count_window"][0], warmup=report["count_window"][1]))
+    out += goals_section(report["goals"])
+    problems = [f"* {row['scenario']} / {s}: {msg}" for row in table for s, e in row["forms"].items()
+                for msg in e["failed"]]
+    problems += [f"* counting pass / {scen} / {f}: loadgen counted errors" for scen, pf in report["counts"].items()
+                 for f, e in pf.items() if e.get("loadgen_errors")]
     if problems:
-        out.append("## Problems")
-        out.append("")
-        out += problems
-        out.append("")
+        out += ["## Problems", "", *problems, ""]
+    if report.get("chart"):
+        out += [f"Chart: `{report['chart']}` (and .png), next to this file.", ""]
     if runpy_md:
-        out.append("## Details (run.py's report: latency, loadgen CPU, repetitions, errors)")
-        out.append("")
-        # demote run.py's headings below ours
-        out.append(re.sub(r"(?m)^### ", "#### ", runpy_md).strip())
-        out.append("")
+        out += ["## Details (run.py's report: latency, loadgen CPU, repetitions, errors)", "",
+                re.sub(r"(?m)^### ", "#### ", runpy_md).strip(), ""]
     return "\n".join(out)
 
 
 # ---------------------------------------------------------------- main
 
-def main():
-    default_py = os.path.join(REPO, ".venv", "bin", "python")
-    if not os.path.exists(default_py):
-        default_py = sys.executable
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-r", "--reps", type=int, default=5, help="repetitions, interleaved (5)")
-    ap.add_argument("-d", "--duration", type=float, default=2.0, help="measured seconds per run (2)")
-    ap.add_argument("-w", "--warmup", type=float, default=0.5, help="warm-up seconds per run (0.5)")
-    ap.add_argument("-S", "--scenarios", default=",".join(DEFAULT_SCENARIOS),
-                    help="comma list of run.py scenario names or MODE:c=N,s=N,p=N (default: the six "
-                         "of the issue)")
-    ap.add_argument("-s", "--forms", default=",".join(FORMS),
-                    help="comma list of forms (default: all three; trio-epoll is always included)")
-    ap.add_argument("--also", default="",
-                    help="more run.py servers to run alongside, e.g. c-epoll,c-uring (builds them; "
-                         "c-uring needs liburing-dev, installed with apt if missing)")
-    ap.add_argument("--python", default=default_py, help=f"server interpreter ({default_py})")
-    ap.add_argument("--bench-dir", default=SHARED_BENCH, help=f"shared harness ({SHARED_BENCH})")
-    ap.add_argument("--retries", type=int, default=3, help="run.py: retries of a disturbed run (3)")
-    ap.add_argument("--max-bg", type=float, default=0.10, help="run.py: disturbed if other load > this (0.10)")
-    ap.add_argument("--max-steal", type=float, default=0.05, help="run.py: disturbed if steal > this (0.05)")
-    ap.add_argument("--quiet-wait", type=float, default=10.0, help="run.py: wait for idle before a retry (10)")
-    ap.add_argument("--no-pin", action="store_true", help="do not pin server/loadgen to CPUs 1/0")
-    ap.add_argument("--port-base", type=int, default=23000)
-    ap.add_argument("--strace-seconds", type=float, default=3.0,
-                    help="extra window of the long strace run (3)")
-    ap.add_argument("--no-strace", action="store_true", help="skip the syscalls/request pass")
-    ap.add_argument("--strace-only", action="store_true", help="only the syscalls/request pass")
-    ap.add_argument("--from-json", metavar="RUN_JSON",
-                    help="no new runs: re-render the tables from a run.py JSON (e.g. results/*.run.json)")
-    ap.add_argument("--out-dir", default=RESULTS, help="where results go (benchmarks/results)")
-    args = ap.parse_args()
-    command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
-
-    wanted = [f.strip() for f in args.forms.split(",") if f.strip()]
-    for f in wanted:
-        if f not in FORMS:
-            sys.exit(f"compare: unknown form {f!r}; known: {', '.join(FORMS)}")
-    if REFERENCE not in wanted:
-        wanted.insert(0, REFERENCE)
-    also = [s.strip() for s in args.also.split(",") if s.strip()]
-    scenarios = split_scenarios(args.scenarios)
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    os.makedirs(args.out_dir, exist_ok=True)
-    base = os.path.join(args.out_dir, stamp)
-    run_json, run_md = base + ".run.json", base + ".run.md"
-
-    probe = probe_python(args.python)
-    if args.from_json:
-        with open(args.from_json) as f:
-            data = json.load(f)
-        servers = list(data["meta"]["servers"])
-        notes = [f"re-rendered from {args.from_json}"]
-        if "trio-uring-streams" not in servers:
-            notes.append("trio-uring-streams was not part of that run.")
-        rc, syscalls, sys_note, runpy_md = 0, None, "Not measured (re-rendered from JSON).", None
-        forms = [s for s in servers if s in FORMS]
-        return finish(args, command, base, data, forms, servers, notes, probe, syscalls, sys_note,
-                      runpy_md, rc, run_json=args.from_json)
-
-    forms, notes = choose_forms(probe, wanted)
-    for n in notes:
-        log(n)
-    prepare_harness(args.bench_dir, [s for s in also if s.startswith("c-")])
-    bench = load_runpy()
-    for s in also:
-        if s not in bench.SERVERS:
-            sys.exit(f"compare: unknown run.py server {s!r} in --also")
-    servers = forms + [s for s in also if s not in forms]
-
-    n_runs = len(servers) * len(scenarios) * args.reps
-    strace_s = 0 if args.no_strace else len(forms) * (4 + args.strace_seconds)
-    est = n_runs * (args.duration + args.warmup + 0.3) + strace_s
-    log(f"{len(servers)} servers x {len(scenarios)} scenarios x {args.reps} reps = {n_runs} runs"
-        f"{'' if args.no_strace else ' + strace pass'}: about {est / 60:.1f} min on a quiet machine "
-        "(retries of disturbed runs come on top)")
-
-    rc = 0
-    if args.strace_only:
-        data = {"meta": {"started": datetime.datetime.now().isoformat(timespec="seconds"),
-                         "duration_s": "-", "warmup_s": "-", "reps": 0, "servers": {}, "scenarios": {},
-                         "machine": bench.machine_facts(args.python)}, "runs": []}
-        runpy_md = None
-    else:
-        rc = run_suite(args, servers, scenarios, run_json, run_md)
-        with open(run_json) as f:
-            data = json.load(f)
-        with open(run_md) as f:
-            runpy_md = f.read()
-        os.remove(run_md)  # included in our Markdown
-
-    syscalls, sys_note = None, None
-    if not args.no_strace:
-        syscalls, sys_note = strace_pass(bench, forms, args)
-    data["meta"]["strace_seconds"] = args.strace_seconds
-    return finish(args, command, base, data, forms, servers, notes, probe, syscalls, sys_note,
-                  runpy_md, rc, run_json=None if args.strace_only else run_json)
-
-
-def split_scenarios(spec):
+def split_scenarios(spec: str) -> list[str]:
     """Comma list of names, where a MODE:k=v,k=v item keeps its own commas."""
-    out = []
-    for item in spec.split(","):
-        item = item.strip()
+    out: list[str] = []
+    for item in (i.strip() for i in spec.split(",")):
         if not item:
             continue
         if out and re.fullmatch(r"[csp]=\d+", item) and ":" in out[-1]:
@@ -717,25 +406,116 @@ def split_scenarios(spec):
     return out
 
 
-def finish(args, command, base, data, forms, servers, notes, probe, syscalls, sys_note, runpy_md, rc,
-           run_json):
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-r", "--reps", type=int, default=5, help="repetitions, interleaved (5)")
+    ap.add_argument("-d", "--duration", type=float, default=2.0, help="measured seconds per run (2)")
+    ap.add_argument("-w", "--warmup", type=float, default=0.5, help="warm-up seconds per run (0.5)")
+    ap.add_argument("-S", "--scenarios", default=",".join(DEFAULT_SCENARIOS),
+                    help="comma list of run.py scenario names or MODE:c=N,s=N,p=N (default: the six of the issue)")
+    ap.add_argument("-s", "--forms", default=",".join(FORMS),
+                    help=f"comma list of forms of benchmarks/forms.py ({', '.join(FORMS)}; {REFERENCE} is always "
+                         "included)")
+    ap.add_argument("--also", default="", help="run.py servers to run alongside, e.g. c-epoll,c-uring")
+    ap.add_argument("--python", default=H.default_python(), help="server interpreter (.venv/bin/python)")
+    ap.add_argument("--bench-dir", default=H.SHARED_BENCH, help=f"shared harness ({H.SHARED_BENCH})")
+    H.add_noise_args(ap)
+    ap.add_argument("--no-pin", action="store_true", help="do not pin server/loadgen to CPUs 1/0")
+    ap.add_argument("--port-base", type=int, default=23000)
+    ap.add_argument("--no-count", action="store_true", help="skip the counting pass (syscalls, ring ops)")
+    ap.add_argument("--count-only", action="store_true", help="only the counting pass")
+    ap.add_argument("--count-scenarios", help="scenarios of the counting pass (default: those of -S)")
+    ap.add_argument("--no-chart", action="store_true", help="do not draw the chart")
+    ap.add_argument("--from-json", metavar="RUN_JSON",
+                    help="no new runs: re-render the report from a run.py JSON (results/*.run.json)")
+    ap.add_argument("--out-dir", default=H.RESULTS, help="where results go (benchmarks/results)")
+    args = ap.parse_args()
+    command = shlex.join([os.path.relpath(sys.argv[0], H.REPO), *sys.argv[1:]])
+
+    wanted = parse_forms(args.forms)
+    also = [s.strip() for s in args.also.split(",") if s.strip()]
+    scenarios = split_scenarios(args.scenarios)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    base = H.outputs(args.out_dir, "")
+    run_json, run_md = base + ".run.json", base + ".run.md"
+    probe = H.probe_python(args.python)
+
+    if args.from_json:
+        with open(args.from_json) as f:
+            data = json.load(f)
+        # next to the run it comes from: X.run.json -> X-rerendered.md, .json, .svg, .png
+        base = re.sub(r"(\.run)?\.json$", "", args.from_json) + "-rerendered"
+        servers = list(data["meta"]["servers"])
+        probe = {"python": data["meta"].get("machine", {}).get("python")}  # that run's, not this interpreter's
+        report = build_report(command, data, [s for s in servers if s in FORMS], servers, [
+            f"re-rendered from {args.from_json}"], probe, {}, "Not measured (re-rendered from JSON).", args,
+            args.from_json)
+        return finish(report, base, None, 0, args)
+
+    forms, notes = H.usable_forms(probe, wanted, lambda f: FORMS[f].uses_uring)
+    for n in notes:
+        log(n)
+    H.prepare(args.bench_dir, tuple(s for s in also if s.startswith("c-")))
+    runpy = H.load_runpy()
+    for s in also:
+        if s not in runpy.SERVERS:
+            sys.exit(f"compare: unknown run.py server {s!r} in --also")
+    servers = forms + [s for s in also if s not in forms]
+    scen_specs = dict(runpy.parse_scenarios(scenarios))
+    count_specs = dict(runpy.parse_scenarios(split_scenarios(args.count_scenarios))) if args.count_scenarios \
+        else scen_specs
+
+    n_runs = 0 if args.count_only else len(servers) * len(scen_specs) * args.reps
+    per_run = args.duration + args.warmup + 0.6
+    est = n_runs * per_run + (0 if args.no_count else len(forms) * len(count_specs) * (per_run + 0.5))
+    log(f"{len(servers)} servers x {len(scen_specs)} scenarios x {args.reps} reps = {n_runs} runs"
+        f"{'' if args.no_count else ' + counting pass'}: about {est / 60:.1f} min on a quiet machine "
+        "(retries of disturbed runs come on top)")
+
+    rc, runpy_md = 0, None
+    if args.count_only:
+        data = {"meta": {"started": "", "duration_s": args.duration, "warmup_s": args.warmup, "reps": 0,
+                         "servers": {}, "scenarios": {}, "machine": runpy.machine_facts(args.python)}, "runs": []}
+    else:
+        rc = run_suite(args, forms, [s for s in also if s not in forms], scenarios, run_json, run_md)
+        with open(run_json) as f:
+            data = json.load(f)
+        with open(run_md) as f:
+            runpy_md = f.read()
+        os.remove(run_md)  # included in our Markdown
+    counts, count_note = ({}, None) if args.no_count else counting_pass(runpy, args, forms, count_specs)
+    report = build_report(command, data, forms, servers, notes, probe, counts, count_note, args,
+                          None if args.count_only else run_json)
+    return finish(report, base, runpy_md, rc, args)
+
+
+def build_report(command: str, data: dict[str, Any], forms: list[str], servers: list[str], notes: list[str],
+                 probe: dict[str, Any], counts: dict[str, Any], count_note: str | None, args: Any,
+                 run_json: str | None) -> dict[str, Any]:
     table = analyze(data, servers) if data["runs"] else []
-    md = render(table, servers, notes, data["meta"], probe, command, syscalls, sys_note, runpy_md)
-    failed = any(e["failed"] or e["errors"] for row in table for e in row["forms"].values())
-    failed |= any(e.get("loadgen_errors") or "error" in e for e in (syscalls or {}).values())
-    report = {"command": command, "cwd": os.getcwd(), "notes": notes, "probe": probe,
-              "forms": forms, "servers": servers, "targets": TARGETS,
-              "run_json": os.path.relpath(run_json, HERE) if run_json else None,
-              "meta": data["meta"], "table": table, "syscalls": syscalls, "syscalls_note": sys_note,
-              "run_py_exit_status": rc}
-    with open(base + ".json", "w") as f:
-        json.dump(report, f, indent=1)
-    with open(base + ".md", "w") as f:
-        f.write(md)
+    return {"benchmark": "echo", "command": command, "cwd": os.getcwd(), "notes": notes, "probe": probe,
+            "forms": forms, "servers": servers, "form_descriptions": {f: FORMS[f].description for f in forms},
+            "run_json": os.path.relpath(run_json, args.out_dir) if run_json else None, "meta": data["meta"],
+            "table": table, "counts": counts, "counts_note": count_note,
+            "count_window": [args.duration, args.warmup], "goals": check_goals(table, counts)}
+
+
+def finish(report: dict[str, Any], base: str, runpy_md: str | None, rc: int, args: Any) -> int:
+    if not args.no_chart:
+        try:
+            import report as report_mod
+
+            report["chart"] = os.path.basename(report_mod.echo_chart(report, base))
+        except ImportError as e:
+            log(f"no chart: {e} (pip install -e '.[bench]')")
+    md = render(report, runpy_md)
+    report["run_py_exit_status"] = rc
+    written = H.write_report(base, md, report)
     print(md)
-    written = [base + ".md", base + ".json"] + ([run_json] if run_json and run_json.startswith(base) else [])
-    print(f"Written: {', '.join(os.path.relpath(p) for p in written)}")
-    print(f"Command: {command}")
+    print(f"Written: {', '.join(os.path.relpath(p) for p in written)}"
+          + (f", {report['run_json']}" if report.get("run_json") and not args.from_json else ""))
+    failed = any(e["failed"] or e["errors"] for row in report["table"] for e in row["forms"].values())
+    failed |= any(e.get("loadgen_errors") or "error" in e for pf in report["counts"].values() for e in pf.values())
     if failed:
         log("some runs failed or loadgen counted errors: see 'Problems' in the report")
     return 1 if failed or rc else 0
