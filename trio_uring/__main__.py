@@ -37,6 +37,7 @@ import trio
 
 import trio_uring
 from trio_uring import _ring
+from trio_uring._restrict import current_state
 from trio_uring._ring import (
     FEAT_CQE_SKIP,
     REQUIRED_FEATURES,
@@ -180,6 +181,11 @@ def check() -> bool:
             print(f"  {name:<22} {'.'.join(map(str, since_v)):<6} {here:<5} {use} (by kernel version)")
     finally:
         ring.close()
+    # The ring a run would get: restricted to what trio_uring uses (trio_uring/_restrict.py)?
+    restrictions = current_state(trio_uring.UringIOManager.restrict)
+    print()
+    for i, line in enumerate(textwrap.wrap(restrictions.describe(), width=80)):
+        print(f"{'restrictions:' if i == 0 else '':<21}{line}")
     return True
 
 

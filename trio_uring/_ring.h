@@ -143,4 +143,11 @@ int tu_prep_recvmsg(struct tu_ring *r, int fd, void *msghdr, int flags,
 int tu_prep_shutdown(struct tu_ring *r, int fd, int how, uint64_t ud);
 int tu_prep_close(struct tu_ring *r, int fd, uint64_t ud);
 
+/* Raw access, for callers that decide in Python what to write. */
+/* io_uring_register(2) on this ring: its result, or a negated errno. */
+int tu_register(struct tu_ring *r, unsigned opcode, void *arg, unsigned nr_args);
+/* The next SQE slot, zeroed (NULL: SQ full, or the ring is unusable); published
+ * by the next submit. */
+struct io_uring_sqe *tu_get_sqe(struct tu_ring *r);
+
 #endif

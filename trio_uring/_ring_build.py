@@ -86,6 +86,28 @@ int tu_prep_sendmsg(struct tu_ring *r, int fd, const void *msghdr, int flags, ui
 int tu_prep_recvmsg(struct tu_ring *r, int fd, void *msghdr, int flags, uint64_t ud);
 int tu_prep_shutdown(struct tu_ring *r, int fd, int how, uint64_t ud);
 int tu_prep_close(struct tu_ring *r, int fd, uint64_t ud);
+
+/* Raw access: io_uring_register(2), and an SQE to fill in from Python. Only the
+   fields declared here are reachable (cffi checks their offsets against the
+   kernel header); the unions around them are left out. */
+struct io_uring_sqe {
+    uint8_t opcode;
+    uint8_t flags;
+    uint16_t ioprio;
+    int32_t fd;
+    uint64_t off;
+    uint64_t addr;
+    uint32_t len;
+    uint64_t user_data;
+    ...;
+};
+struct io_uring_restriction {
+    uint16_t opcode;
+    union { uint8_t register_op; uint8_t sqe_op; uint8_t sqe_flags; };
+    ...;
+};
+int tu_register(struct tu_ring *r, unsigned opcode, void *arg, unsigned nr_args);
+struct io_uring_sqe *tu_get_sqe(struct tu_ring *r);
 """
 
 ffibuilder = FFI()
