@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import re
 import subprocess
@@ -440,3 +441,13 @@ def test_the_security_page_lists_exactly_what_is_allowed() -> None:
     expected |= {name for bit, name in _restrict.SQE_FLAG_NAMES.items() if bit & BACKEND_SQE_FLAGS}
     expected |= {_restrict.REGISTER_OP_NAMES[op] for op in BACKEND_REGISTER_OPS}
     assert listed == expected
+
+
+def test_the_tight_seccomp_profile_allows_exactly_the_register_ops_trio_uring_makes() -> None:
+    page = (ROOT / "docs" / "source" / "security.rst").read_text()
+    blocks = re.findall(r"\.\. code-block:: json\n\n((?:   .*\n|\n)+)", page)
+    entries = [json.loads("\n".join(line[3:] for line in block.splitlines())) for block in blocks]
+    (tight,) = [e for e in entries if isinstance(e, list)]
+    allowed = {arg["value"] for e in tight if e["names"] == ["io_uring_register"] for arg in e["args"]}
+    assert allowed == set(BACKEND_REGISTER_OPS) | {_restrict.REGISTER_RESTRICTIONS, _restrict.REGISTER_ENABLE_RINGS}
+    assert all(e["action"] == "SCMP_ACT_ALLOW" for e in tight)

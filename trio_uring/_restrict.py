@@ -43,6 +43,7 @@ with ``UringIOManager.restrict = False`` or ``TRIO_URING_RESTRICT=0``.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from typing import Final
 
@@ -241,6 +242,7 @@ def _kernel_supported(ring: Ring) -> frozenset[int]:
     return _supported
 
 
+@functools.lru_cache(maxsize=8)  # the kernel copies it; built once per allowlist
 def _restrictions_array(allow: Allowlist) -> tuple[object, int]:
     entries = [(RESTRICTION_SQE_OP, op) for op in sorted(allow.opcodes)]
     entries += [(RESTRICTION_REGISTER_OP, op) for op in sorted(allow.register_ops)]
