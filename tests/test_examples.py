@@ -31,6 +31,7 @@ EXERCISED = {
     "fanout_client.py",
     "test_with_pytest_trio.py",
     "anyio_example.py",
+    "multicore_server.py",
 }
 
 
@@ -167,6 +168,25 @@ def test_chat_server(server: Server) -> None:
         bob_sock.shutdown(socket.SHUT_WR)
         assert alice.readline() == b"* bob left\n"
         assert bob.readline() == b""  # the server closed bob's side too
+
+
+@pytest.mark.parametrize("server", ["multicore_server.py"], indirect=True)
+def test_multicore_server(server: Server) -> None:
+    # One worker per core, each a child of the server process; each connection is
+    # told which one took it (tests/test_workers.py checks the spreading).
+    seen = set()
+    for _ in range(20):
+        with server.connect() as sock:
+            line = sock.makefile("rb").readline()
+            match = re.fullmatch(rb"worker (\d+)\n", line)
+            assert match, line
+            seen.add(int(match.group(1)))
+            sock.sendall(b"echo")
+            assert recv_exactly(sock, 4) == b"echo"
+    pid = server.proc.pid
+    children = {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    assert seen <= children
+    assert len(children) == len(os.sched_getaffinity(0))
 
 
 def test_fanout_client_on_its_own() -> None:

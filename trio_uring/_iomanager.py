@@ -34,6 +34,7 @@ from trio._core._run import GLOBAL_RUN_CONTEXT
 from ._config import env_microseconds
 from ._lifecycle import Driver
 from ._ops import READ, WRITE, Read
+from ._restrict import RingRestrictions, open_ring, restrict_enabled
 from ._ring import Ring
 from ._ring_cffi import ffi
 
@@ -105,11 +106,18 @@ class UringIOManager:
     #: `_spin_then_wait`). 0 never spins. The TRIO_URING_SPIN_US environment
     #: variable overrides it. Not in guest mode.
     spin_us = 30
+    #: Restrict the ring to the opcodes, SQE flags and register calls trio_uring
+    #: uses (`trio_uring._restrict`). The TRIO_URING_RESTRICT environment variable
+    #: (0 or 1) overrides it.
+    restrict = True
+
+    #: What this run's ring allows (or why it is not restricted).
+    restrictions: RingRestrictions
 
     def __init__(self) -> None:
         spin_us = env_microseconds("TRIO_URING_SPIN_US", self.spin_us)  # first: a bad value leaks no fd
         # Set up here, so an unusable io_uring fails trio.run at once with the reason.
-        self._ring = ring = Ring(self.sq_entries, self.cq_entries, coop_taskrun=True)
+        self._ring = ring = self._open_ring(coop_taskrun=True)
         self._driver = Driver(ring, self.recv_buffers, self.recv_buffer_size)
         self._loop_thread = threading.get_ident()
         self._reschedule: Callable[[Task], None] | None = None
@@ -127,13 +135,19 @@ class UringIOManager:
         if runner.is_guest:
             self._spin_window = 0.0  # the host's loop must not lose its thread to us
             self._ring.close()  # nothing was submitted on it
-            self._ring = Ring(self.sq_entries, self.cq_entries)
+            self._ring = self._open_ring(coop_taskrun=False)
             self._driver = Driver(self._ring, self.recv_buffers, self.recv_buffer_size)
         self._reschedule = self._driver.reschedule = runner.reschedule
         self._arm_wakeup()
         for hook in first_tick_hooks:
             hook()
         return self._reschedule
+
+    def _open_ring(self, *, coop_taskrun: bool) -> Ring:
+        ring, self.restrictions = open_ring(
+            self.sq_entries, self.cq_entries, coop_taskrun=coop_taskrun, restrict=restrict_enabled(self.restrict)
+        )
+        return ring
 
     def _arm_wakeup(self) -> None:
         if self._closing:

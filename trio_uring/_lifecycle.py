@@ -128,8 +128,8 @@ from trio.lowlevel import (
     wait_task_rescheduled,
 )
 
-from ._ops import NO_SLOT, READ, Op, PollIn, PollOut
-from ._ring import ASYNC_CANCEL_ANY, CQE_F_MORE, IOSQE_CQE_SKIP_SUCCESS, SYNC_USER_DATA, BufferRing, Ring, os_error
+from ._ops import NO_SLOT, READ, AsyncCancel, Op, PollIn, PollOut
+from ._ring import ASYNC_CANCEL_ANY, CQE_F_MORE, SYNC_USER_DATA, BufferRing, Ring, os_error
 from ._ring_cffi import ffi
 
 if TYPE_CHECKING:
@@ -284,7 +284,7 @@ class Driver:
         # Only this thread (the run loop's) may write SQEs.
         self.thread = threading.get_ident()
         self._write = ring.write
-        self._cancel_flags = IOSQE_CQE_SKIP_SUCCESS if ring.cqe_skip else 0
+        self._cancel_flags = AsyncCancel.sqe_flags if ring.cqe_skip else 0
         self._buffers: BufferRing | None = None
         self._recv_buffers = recv_buffers
         self._recv_buffer_size = recv_buffer_size

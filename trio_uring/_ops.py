@@ -38,7 +38,7 @@ import socket
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from . import _sockaddr
-from ._ring import CQE_F_BUFFER, IOSQE_BUFFER_SELECT, BufferRing, Opcode, os_error
+from ._ring import CQE_F_BUFFER, IOSQE_BUFFER_SELECT, IOSQE_CQE_SKIP_SUCCESS, BufferRing, Opcode, os_error
 from ._ring_cffi import ffi
 
 if TYPE_CHECKING:
@@ -105,6 +105,8 @@ class Op:
     opcode: ClassVar[Opcode]
     slot: ClassVar[int] = NO_SLOT
     waits_for_cqe: ClassVar[bool] = True
+    #: The IOSQE_* flags its SQE carries (the restricted ring allows just these).
+    sqe_flags: ClassVar[int] = 0
     #: errnos after which the driver submits the op again (still subject to the
     #: closed-fd rule): the kernel ran short of something for a moment.
     retry_errnos: ClassVar[frozenset[int]] = frozenset()
@@ -411,6 +413,7 @@ class RecvSelect(Op):
     __slots__ = ("buffers", "data", "msg_flags", "nbytes")
     opcode = Opcode.RECV
     slot = READ
+    sqe_flags = IOSQE_BUFFER_SELECT
     retry_errnos = frozenset({_ENOBUFS})  # more receives landed in one tick than there are buffers
     used_for = "recv(), receive_some() that wait, into a kernel-picked buffer"
     since = "5.19"
@@ -424,7 +427,7 @@ class RecvSelect(Op):
 
     def write(self, w: Writers, user_data: int) -> int:
         return w.recv(
-            self.fd, ffi.NULL, self.nbytes, self.msg_flags, IOSQE_BUFFER_SELECT, self.buffers.bgid, 0, user_data
+            self.fd, ffi.NULL, self.nbytes, self.msg_flags, self.sqe_flags, self.buffers.bgid, 0, user_data
         )
 
     def complete(self, res: int, flags: int) -> None:
@@ -496,6 +499,9 @@ class AsyncCancel:
     (its CQE, posted only when it failed to find its target, is dropped)."""
 
     opcode: ClassVar[Opcode] = Opcode.ASYNC_CANCEL
+    #: A cancel that finds its target posts no CQE (5.17; the driver uses it when
+    #: the kernel has IORING_FEAT_CQE_SKIP).
+    sqe_flags: ClassVar[int] = IOSQE_CQE_SKIP_SUCCESS
     used_for: ClassVar[str] = "cancellation, notify_closing, end of run"
     since: ClassVar[str] = "5.5"
 

@@ -488,3 +488,16 @@ int tu_recv_now(struct tu_ring *r, int fd, void *buf, unsigned len, int flags)
     int ret = tu_prep_recv(r, fd, buf, len, (unsigned)flags | MSG_DONTWAIT, 0, 0, 0, TU_SYNC_USER_DATA);
     return ret ? ret : tu_submit_sync(r);
 }
+
+/* ------------------------------------------------------------ raw access */
+
+/* io_uring_register(2) as is: the caller (Python: trio_uring/_restrict.py)
+ * builds the argument and decides what the result means. */
+int tu_register(struct tu_ring *r, unsigned opcode, void *arg, unsigned nr_args)
+{
+    int ret;
+
+    if ((ret = unusable(r)))
+        return ret;
+    return sys_register(r->fd, opcode, arg, nr_args);
+}

@@ -130,6 +130,9 @@ static inline unsigned tu_poll32(unsigned events)
 #endif
 }
 
+/* io_uring_register(2) on this ring: its result, or a negated errno. */
+int tu_register(struct tu_ring *r, unsigned opcode, void *arg, unsigned nr_args);
+
 #include "_ring_writers.h"
 
 #endif

@@ -126,6 +126,11 @@ CQE_F_MORE: Final = 1 << 1
 CQE_BUFFER_SHIFT: Final = 16
 
 # SQE flags (IOSQE_*).
+IOSQE_FIXED_FILE: Final = 1 << 0
+IOSQE_IO_DRAIN: Final = 1 << 1
+IOSQE_IO_LINK: Final = 1 << 2
+IOSQE_IO_HARDLINK: Final = 1 << 3
+IOSQE_ASYNC: Final = 1 << 4
 IOSQE_BUFFER_SELECT: Final = 1 << 5
 IOSQE_CQE_SKIP_SUCCESS: Final = 1 << 6
 
@@ -233,11 +238,14 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class Ring:
     """One io_uring instance: SQ, CQ and the SQE array, mapped into this process."""
 
-    def __init__(self, sq_entries: int, cq_entries: int, *, coop_taskrun: bool = False) -> None:
+    def __init__(
+        self, sq_entries: int, cq_entries: int, *, coop_taskrun: bool = False, extra_flags: int = 0
+    ) -> None:
         """``coop_taskrun``: run completion work only when this thread enters the
         kernel, instead of interrupting it (IORING_SETUP_COOP_TASKRUN, with
         TASKRUN_FLAG to tell us when such work is pending). Only for rings whose
-        submitting thread also waits for completions."""
+        submitting thread also waits for completions. ``extra_flags``: more setup
+        flags, added to every attempt (trio_uring._restrict: R_DISABLED)."""
         if not 1 <= sq_entries <= 32768:
             raise ValueError(f"sq_entries must be between 1 and 32768, not {sq_entries}")
         if cq_entries < sq_entries:
@@ -252,7 +260,7 @@ class Ring:
             coop = SETUP_COOP_TASKRUN | SETUP_TASKRUN_FLAG
             candidates = [flags | coop for flags in candidates] + candidates
         for flags in candidates:
-            rc = lib.tu_ring_setup(self._r, sq_entries, cq_entries, flags)
+            rc = lib.tu_ring_setup(self._r, sq_entries, cq_entries, flags | extra_flags)
             if rc != -errno.EINVAL:
                 break
         if rc < 0:
@@ -359,6 +367,10 @@ class Ring:
         if rc == -errno.EBUSY:
             raise os_error(errno.EBUSY, "io_uring submission queue is full and the kernel took no entries")
         raise os_error(-rc, "io_uring")
+
+    def register(self, opcode: int, arg: object, nr_args: int) -> int:
+        """io_uring_register(2) on this ring: its result, or a negated errno."""
+        return lib.tu_register(self._r, opcode, arg, nr_args)
 
     def _check_open(self) -> None:
         if self.closed:

@@ -176,6 +176,25 @@ struct tu_pbuf {
     unsigned bgid;
     ...;
 };
+
+/* For callers that fill an SQE or a register argument in Python: only the fields
+   declared here are reachable (cffi checks their offsets against the header). */
+struct io_uring_sqe {
+    uint8_t opcode;
+    uint8_t flags;
+    uint16_t ioprio;
+    int32_t fd;
+    uint64_t off;
+    uint64_t addr;
+    uint32_t len;
+    uint64_t user_data;
+    ...;
+};
+struct io_uring_restriction {
+    uint16_t opcode;
+    union { uint8_t register_op; uint8_t sqe_op; uint8_t sqe_flags; };
+    ...;
+};
 """
 
 CONSTANTS: tuple[str, ...] = ("TU_ERR_FORKED", "TU_ERR_NOT_SUBMITTED", "TU_MAX_OPCODES", "TU_SYNC_USER_DATA")
@@ -238,6 +257,18 @@ FUNCTIONS: tuple[Function, ...] = (
     ),
     Function("tu_pbuf_teardown", "void", (_RING, _PBUF), "Unregister and unmap it."),
     Function("tu_pbuf_recycle", "void", (_PBUF, ("unsigned", "bid")), "Give buffer ``bid`` back to the kernel."),
+    Function(
+        "tu_register",
+        "int",
+        (_RING, ("unsigned", "opcode"), ("void *", "arg"), ("unsigned", "nr_args")),
+        "io_uring_register(2) as is: its result, or a negated errno.",
+    ),
+    Function(
+        "tu_get_sqe",
+        "struct io_uring_sqe *",
+        (_RING,),
+        "The next free SQE, zeroed, to fill in (NULL: the SQ stayed full, or the ring is unusable).",
+    ),
 )
 
 

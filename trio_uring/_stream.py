@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, overload
 
 import trio
 
+from . import _listeners
 from ._lifecycle import Driver, protect_from_keyboard_interrupt
 from ._socket import UringSocket, _driver, _driver_if_running
 
@@ -309,10 +310,14 @@ _IGNORED_ACCEPT_ERRNOS: Final = frozenset(
 
 
 async def open_tcp_listeners(
-    port: int, *, host: str | bytes | None = None, backlog: int | None = None
+    port: int, *, host: str | bytes | None = None, backlog: int | None = None, reuse_port: bool = False
 ) -> list[trio.abc.Listener[Any]]:
-    """`trio.open_tcp_listeners`, returning `UringSocketListener` objects."""
-    listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    """`trio.open_tcp_listeners`, returning `UringSocketListener` objects.
+
+    ``reuse_port=True`` sets SO_REUSEPORT before binding: other sockets (other
+    processes' too) can then listen on the same port, and the kernel spreads new
+    connections across them (`trio_uring.workers`)."""
+    listeners = await _listeners.open_tcp_listeners(port, host=host, backlog=backlog, reuse_port=reuse_port)
     if _driver_if_running() is None:
         return list(listeners)
     return [UringSocketListener(listener.socket) for listener in listeners]
@@ -325,10 +330,12 @@ async def serve_tcp(
     host: str | bytes | None = None,
     backlog: int | None = None,
     handler_nursery: trio.Nursery | None = None,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """`trio.serve_tcp`, serving `UringSocketStream` connections."""
-    listeners = await open_tcp_listeners(port, host=host, backlog=backlog)
+    """`trio.serve_tcp`, serving `UringSocketStream` connections; ``reuse_port`` as
+    in `open_tcp_listeners`."""
+    listeners = await open_tcp_listeners(port, host=host, backlog=backlog, reuse_port=reuse_port)
     await serve_listeners(handler, listeners, handler_nursery=handler_nursery, task_status=task_status)
 
 

@@ -21,6 +21,7 @@ from trio_uring._requirements import (
     USED_OPCODES,
     kernel_version,
 )
+from trio_uring._restrict import current_state
 from trio_uring._ring import FEAT_CQE_SKIP, SETUP_CLAMP, SETUP_SUBMIT_ALL, Ring, _read_text, _seccomp_mode
 
 __all__ = ["check"]
@@ -115,4 +116,9 @@ def check() -> bool:
             print(f"  {name:<22} {'.'.join(map(str, since_v)):<6} {here:<5} {use} (by kernel version)")
     finally:
         ring.close()
+    # The ring a run would get: restricted to what trio_uring uses (trio_uring/_restrict.py)?
+    restrictions = current_state(trio_uring.UringIOManager.restrict)
+    print()
+    for i, line in enumerate(textwrap.wrap(restrictions.describe(), width=80)):
+        print(f"{'restrictions:' if i == 0 else '':<21}{line}")
     return True
