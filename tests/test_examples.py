@@ -32,6 +32,7 @@ EXERCISED = {
     "test_with_pytest_trio.py",
     "anyio_example.py",
     "multicore_server.py",
+    "lowlevel_ops.py",
 }
 
 
@@ -221,3 +222,12 @@ def test_pytest_trio_example_with_trio_backend_uring(tmp_path: Path) -> None:
     assert "trio backend: io_uring (trio_uring)" in proc.stdout
     assert "backend: io_uring" in proc.stdout
     assert re.search(r"\b4 passed\b", proc.stdout)
+
+
+def test_lowlevel_ops() -> None:
+    proc = run_example(str(EXAMPLES / "lowlevel_ops.py"))
+    assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
+    assert re.fullmatch(
+        r"slept 0\.1\d s in the kernel\nread: hello through the ring\nan empty pipe's read was cancelled: True\n",
+        proc.stdout,
+    ), proc.stdout

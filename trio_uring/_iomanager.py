@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from trio.lowlevel import Task
 
-__all__ = ["UringIOManager", "UringStatistics", "first_tick_hooks"]
+__all__ = ["UringIOManager", "UringStatistics", "current_driver", "first_tick_hooks", "running_driver"]
 
 #: Called at the first tick of every run on this backend, before any task runs
 #: (the runner exists then; it does not in __init__). The socket layer registers
@@ -318,6 +318,25 @@ class UringIOManager:
         """Call before closing ``fd``: wake its waiters with ClosedResourceError and
         cancel its in-flight ops (by user_data, submitted before this returns)."""
         self._driver.notify_closing(_fileno(fd))
+
+
+def current_driver() -> Driver | None:
+    """The running io_uring backend's op driver; None under another backend.
+    RuntimeError outside a run (as Trio's own calls say)."""
+    try:
+        io_manager: object = GLOBAL_RUN_CONTEXT.runner.io_manager  # Trio's type: its own backend
+    except AttributeError:
+        raise RuntimeError("must be called from async context") from None
+    return io_manager._driver if isinstance(io_manager, UringIOManager) else None
+
+
+def running_driver() -> Driver | None:
+    """`current_driver`, or None outside a run."""
+    try:
+        io_manager: object = GLOBAL_RUN_CONTEXT.runner.io_manager  # Trio's type: its own backend
+    except AttributeError:
+        return None
+    return io_manager._driver if isinstance(io_manager, UringIOManager) else None
 
 
 class _HasFileno(Protocol):

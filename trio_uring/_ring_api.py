@@ -50,7 +50,7 @@ class Writer(NamedTuple):
     """``int tu_prep_<name>(struct tu_ring *r, <fields...>, uint64_t user_data)``."""
 
     name: str
-    opcode: str  # IORING_OP_<opcode>
+    opcode: str | None  # IORING_OP_<opcode>; None: the opcode is the first field
     fields: tuple[Field, ...]
     doc: str
 
@@ -138,6 +138,25 @@ WRITERS: tuple[Writer, ...] = (
         "RECVMSG",
         (_FD, _f("addr", "void *", "msghdr"), _MSG_FLAGS),
         "recvmsg(2); the data, name and control buffers are written until the CQE.",
+    ),
+    Writer(
+        "sqe",
+        None,
+        (
+            _f("opcode", "unsigned"),
+            _SQE_FLAGS,
+            _IOPRIO,
+            _FD,
+            _OFF,
+            _f("addr", "uint64_t"),
+            _LEN,
+            _f("rw_flags", "unsigned", "op_flags"),  # the per-opcode flags union (msg_flags, timeout_flags, ...)
+            _f("buf_index", "unsigned"),
+            _f("file_index", "unsigned"),
+            _f("addr3", "uint64_t"),
+        ),
+        "Any SQE, field by field (trio_uring.lowlevel.Operation): the writer for ops declared outside the"
+        " package.",
     ),
 )
 
@@ -298,7 +317,11 @@ def _assignment(field: Field) -> str:
 
 
 def _writer_definition(writer: Writer) -> str:
-    op = f"IORING_OP_{writer.opcode}"
+    if writer.opcode is None:
+        set_opcode, op = [], "sqe->opcode"
+    else:
+        op = f"IORING_OP_{writer.opcode}"
+        set_opcode = [f"    sqe->opcode = {op};"]
     return "\n".join(
         [
             f"/* {writer.doc} */",
@@ -307,7 +330,7 @@ def _writer_definition(writer: Writer) -> str:
             "    struct io_uring_sqe *sqe = tu_get_sqe(r);",
             "    if (!sqe)",
             "        return tu_no_sqe(r);",
-            f"    sqe->opcode = {op};",
+            *set_opcode,
             *(_assignment(field) for field in writer.fields),
             "    sqe->user_data = user_data;",
             f"    r->ops_submitted[{op}]++;",

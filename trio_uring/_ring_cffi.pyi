@@ -54,5 +54,22 @@ class _Lib:
     ) -> int: ...
     def tu_prep_sendmsg(self, r: _CData, fd: int, msghdr: _CData, msg_flags: int, user_data: int, /) -> int: ...
     def tu_prep_recvmsg(self, r: _CData, fd: int, msghdr: _CData, msg_flags: int, user_data: int, /) -> int: ...
+    def tu_prep_sqe(
+        self,
+        r: _CData,
+        opcode: int,
+        sqe_flags: int,
+        ioprio: int,
+        fd: int,
+        off: int,
+        addr: int,
+        len: int,
+        op_flags: int,
+        buf_index: int,
+        file_index: int,
+        addr3: int,
+        user_data: int,
+        /,
+    ) -> int: ...
 
 lib: _Lib

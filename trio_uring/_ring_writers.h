@@ -170,4 +170,26 @@ static inline int tu_prep_recvmsg(struct tu_ring *r, int fd, void *msghdr, unsig
     return 0;
 }
 
+/* Any SQE, field by field (trio_uring.lowlevel.Operation): the writer for ops declared outside the package. */
+static inline int tu_prep_sqe(struct tu_ring *r, unsigned opcode, unsigned sqe_flags, unsigned ioprio, int fd, uint64_t off, uint64_t addr, unsigned len, unsigned op_flags, unsigned buf_index, unsigned file_index, uint64_t addr3, uint64_t user_data)
+{
+    struct io_uring_sqe *sqe = tu_get_sqe(r);
+    if (!sqe)
+        return tu_no_sqe(r);
+    sqe->opcode = opcode;
+    sqe->flags = sqe_flags;
+    sqe->ioprio = ioprio;
+    sqe->fd = fd;
+    sqe->off = off;
+    sqe->addr = addr;
+    sqe->len = len;
+    sqe->rw_flags = op_flags;
+    sqe->buf_index = buf_index;
+    sqe->file_index = file_index;
+    sqe->addr3 = addr3;
+    sqe->user_data = user_data;
+    r->ops_submitted[sqe->opcode]++;
+    return 0;
+}
+
 #endif

@@ -30,6 +30,7 @@ class Writers:
         "send",
         "sendmsg",
         "socket",
+        "sqe",
     )
 
     def __init__(self, r: Any) -> None:
@@ -56,3 +57,9 @@ class Writers:
         self.sendmsg: Callable[[int, Any, int, int], int] = partial(lib.tu_prep_sendmsg, r)
         #: recvmsg(2); the data, name and control buffers are written until the CQE.
         self.recvmsg: Callable[[int, Any, int, int], int] = partial(lib.tu_prep_recvmsg, r)
+        #: Any SQE, field by field (trio_uring.lowlevel.Operation): the writer for ops declared outside the
+        #: package.
+        self.sqe: Callable[
+            [int, int, int, int, int, int, int, int, int, int, int, int],
+            int,
+        ] = partial(lib.tu_prep_sqe, r)

@@ -53,7 +53,7 @@ from trio._socket import _SocketType
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled, enable_ki_protection
 
 from . import _sockaddr
-from ._iomanager import UringIOManager, first_tick_hooks
+from ._iomanager import current_driver, first_tick_hooks, running_driver
 from ._lifecycle import Driver, FdState, State, protect_from_keyboard_interrupt
 from ._ops import (
     READ,
@@ -91,23 +91,6 @@ _EAGAIN: Final = -errno.EAGAIN
 # give); a datagram is received whole, whatever its size.
 _SCRATCH_MAX: Final = 1 << 20
 _ENCODED_FAMILIES: Final = (_sockaddr.AF_INET, _sockaddr.AF_INET6, _sockaddr.AF_UNIX)
-
-
-def _driver() -> Driver | None:
-    """The running io_uring backend's op driver; None under another backend."""
-    try:
-        io_manager: object = GLOBAL_RUN_CONTEXT.runner.io_manager  # Trio's type: its own backend
-    except AttributeError:
-        raise RuntimeError("must be called from async context") from None
-    return io_manager._driver if isinstance(io_manager, UringIOManager) else None
-
-
-def _driver_if_running() -> Driver | None:
-    try:
-        io_manager: object = GLOBAL_RUN_CONTEXT.runner.io_manager  # Trio's type: its own backend
-    except AttributeError:
-        return None
-    return io_manager._driver if isinstance(io_manager, UringIOManager) else None
 
 
 async def _raise_after_checkpoint(exc: BaseException) -> NoReturn:
@@ -294,7 +277,7 @@ class UringSocket(_SocketType):
     # ---------------------------------------------------------------- connect
 
     async def connect(self, address: Any) -> None:
-        driver = _driver()
+        driver = current_driver()
         if driver is None or self.family not in _ENCODED_FAMILIES:
             return await super().connect(address)
         # Like Trio: a connect cannot really be undone, so a cancelled one closes
@@ -320,7 +303,7 @@ class UringSocket(_SocketType):
     async def accept(self) -> tuple[trio.socket.SocketType, Any]:
         """Like `socket.socket.accept`, but async: connections come from a multishot
         IORING_OP_ACCEPT armed on the first call and queued between calls."""
-        driver = _driver()
+        driver = current_driver()
         if driver is None:
             if self._accepts is not None and self._accepts.ready:
                 # Connections an io_uring run accepted ahead are still ours to hand out.
@@ -399,14 +382,14 @@ class UringSocket(_SocketType):
     # ---------------------------------------------------------------- send
 
     async def send(self, data: Any, flags: int = 0, /) -> int:
-        driver = _driver()
+        driver = current_driver()
         if driver is None:
             return await super().send(data, flags)
         return await self._io(driver, _send, data, flags)  # type: ignore[no-any-return]
 
     async def sendto(self, *args: Any) -> int:
         """Like `socket.socket.sendto`, but async: ``sendto(data[, flags], address)``."""
-        driver = _driver()
+        driver = current_driver()
         if driver is None or len(args) not in (2, 3) or self.family not in _ENCODED_FAMILIES:
             return await super().sendto(*args)
         data, flags, address = (args[0], 0, args[1]) if len(args) == 2 else args
@@ -421,7 +404,7 @@ class UringSocket(_SocketType):
         address: Any = None,
         /,
     ) -> int:
-        driver = _driver()
+        driver = current_driver()
         if driver is None or (address is not None and self.family not in _ENCODED_FAMILIES):
             return await super().sendmsg(buffers, ancdata, flags, address)
         if address is not None:
@@ -464,7 +447,7 @@ class UringSocket(_SocketType):
     # ---------------------------------------------------------------- recv
 
     async def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
-        driver = _driver()
+        driver = current_driver()
         if driver is None:
             return await super().recv(bufsize, flags)
         return await self._io(driver, _recv, driver, bufsize, flags)  # type: ignore[no-any-return]
@@ -491,13 +474,13 @@ class UringSocket(_SocketType):
         return await driver.perform(RecvSelect(st.fd, max_bytes, 0, driver.buffers()), st)  # type: ignore[no-any-return]
 
     async def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        driver = _driver()
+        driver = current_driver()
         if driver is None:
             return await super().recv_into(buffer, nbytes, flags)
         return await self._io(driver, _recv_into, buffer, nbytes, flags)  # type: ignore[no-any-return]
 
     async def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:
-        driver = _driver()
+        driver = current_driver()
         if driver is None or self.family not in _ENCODED_FAMILIES:
             return await super().recvfrom(bufsize, flags)
         try:
@@ -509,7 +492,7 @@ class UringSocket(_SocketType):
         return bytes(buf[: min(n, len(buf))]), address
 
     async def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
-        driver = _driver()
+        driver = current_driver()
         if driver is None or self.family not in _ENCODED_FAMILIES:
             return await super().recvfrom_into(buffer, nbytes, flags)
         try:
@@ -524,7 +507,7 @@ class UringSocket(_SocketType):
     async def recvmsg(
         self, bufsize: int, ancbufsize: int = 0, flags: int = 0, /
     ) -> tuple[bytes, list[tuple[int, int, bytes]], int, Any]:
-        driver = _driver()
+        driver = current_driver()
         if driver is None or self.family not in _ENCODED_FAMILIES:
             return await super().recvmsg(bufsize, ancbufsize, flags)
         try:
@@ -540,7 +523,7 @@ class UringSocket(_SocketType):
     async def recvmsg_into(
         self, buffers: Iterable[Any], ancbufsize: int = 0, flags: int = 0, /
     ) -> tuple[int, list[tuple[int, int, bytes]], int, Any]:
-        driver = _driver()
+        driver = current_driver()
         if driver is None or self.family not in _ENCODED_FAMILIES:
             return await super().recvmsg_into(buffers, ancbufsize, flags)
         return await self._io(driver, _recvmsg, buffers, ancbufsize, flags)  # type: ignore[no-any-return]
@@ -635,7 +618,7 @@ def socket(
     `socket.socket`.
     """
     family, type, proto = _defaults(family, type, proto)
-    driver = _driver() if fileno is None else None
+    driver = current_driver() if fileno is None else None
     if driver is None:
         return trio.socket.socket(family, type, proto, fileno)
     fd = driver.complete_now(Socket(family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, proto))
@@ -647,7 +630,7 @@ async def socket_async(family: int = -1, type: int = -1, proto: int = -1) -> tri
     """`socket`, as a checkpoint that waits for the IORING_OP_SOCKET completion
     with the run loop instead of blocking it."""
     family, type, proto = _defaults(family, type, proto)
-    driver = _driver()
+    driver = current_driver()
     if driver is None:
         await trio.lowlevel.checkpoint()
         return trio.socket.socket(family, type, proto)
@@ -688,7 +671,7 @@ first_tick_hooks.append(install_socket_factory)
 
 
 def _new_socket_type(cls: type, *args: object, **kwargs: object) -> object:
-    if cls is _SocketType and _driver_if_running() is not None:
+    if cls is _SocketType and running_driver() is not None:
         cls = UringSocket
     return object.__new__(cls)
 

@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any, Final, overload
 import trio
 
 from . import _listeners
+from ._iomanager import current_driver, running_driver
 from ._lifecycle import Driver, protect_from_keyboard_interrupt
-from ._socket import UringSocket, _driver, _driver_if_running
+from ._socket import UringSocket
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -94,7 +95,7 @@ class UringSocketStream(trio.abc.HalfCloseableStream):
     def _bind(self) -> Driver | None:
         """The io_uring driver of the running run, or None (another backend, or a
         socket that is not ours: then Trio's own logic is used)."""
-        driver = _driver()
+        driver = current_driver()
         if driver is None or not isinstance(self.socket, UringSocket):
             return None
         self._driver = driver
@@ -281,7 +282,7 @@ class UringSocketListener(trio.abc.Listener[UringSocketStream]):
         """Accept an incoming connection (from the socket's multishot ACCEPT queue)."""
         while True:
             try:
-                driver = _driver()
+                driver = current_driver()
                 if isinstance(self.socket, UringSocket) and driver is not None:
                     sock: trio.socket.SocketType = await self.socket._accept_socket(driver)
                     return UringSocketStream(sock, _inherited_sockopts=True)
@@ -318,7 +319,7 @@ async def open_tcp_listeners(
     processes' too) can then listen on the same port, and the kernel spreads new
     connections across them (`trio_uring.workers`)."""
     listeners = await _listeners.open_tcp_listeners(port, host=host, backlog=backlog, reuse_port=reuse_port)
-    if _driver_if_running() is None:
+    if running_driver() is None:
         return list(listeners)
     return [UringSocketListener(listener.socket) for listener in listeners]
 
@@ -404,7 +405,7 @@ async def open_tcp_stream(
     stream = await trio.open_tcp_stream(
         host, port, happy_eyeballs_delay=happy_eyeballs_delay, local_address=local_address
     )
-    if _driver_if_running() is None:
+    if running_driver() is None:
         return stream
     return UringSocketStream(stream.socket, _inherited_sockopts=True)  # SocketStream set them
 
