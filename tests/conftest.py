@@ -58,14 +58,16 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def run_python(code: str, *, timeout: float = 60, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run_python(
+    code: str, *, timeout: float = 60, env_extra: dict[str, str] | None = None, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter (this one, so trio_uring is importable)."""
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **(env_extra or {})},
         preexec_fn=default_sigint,
         **kwargs,  # type: ignore[arg-type]
     )

@@ -234,8 +234,9 @@ async def test_slow_loris_reader_gets_everything_intact(baseline: None) -> None:
                 await stream.send_all(data)
                 await stream.send_eof()
         assert result[0] == data
-    # The buffers were small: send_all took many partial SENDs.
-    assert io_stats().ops_submitted["SEND"] - sends_before > 5
+    # The buffers were small: what did not fit at once went out with SENDs that
+    # waited for room.
+    assert io_stats().ops_submitted["SEND"] - sends_before >= 2
     await stream.aclose()
 
 

@@ -253,7 +253,8 @@ def test_a_bad_environment_value_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
     async def main() -> None:
         pass
 
-    with pytest.raises(ValueError, match="TRIO_URING_RESTRICT must be 0 or 1, not 'maybe'"):
+    expected = "TRIO_URING_RESTRICT='maybe' is not understood: use 0, false, no, off to turn it off"
+    with pytest.raises(ValueError, match=expected):
         trio_uring.run(main)
 
 

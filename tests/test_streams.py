@@ -1,4 +1,6 @@
-"""trio_uring's own streams: Trio's stream contract, read-ahead, and the serve/open functions."""
+"""Trio's SocketStream and SocketListener on the io_uring backend (the short path of
+trio_uring/_stream.py): Trio's stream contract, the serve/open functions, and the
+switch that leaves them Trio's own."""
 
 from __future__ import annotations
 
@@ -10,21 +12,21 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from trio import SocketListener, SocketStream
 
 import trio_uring
-from trio_uring import UringSocketListener, UringSocketStream
 
 from .conftest import io_stats
 
 LOCALHOST = "127.0.0.1"
 
 
-async def stream_pair() -> tuple[UringSocketStream, UringSocketStream]:
+async def stream_pair() -> tuple[SocketStream, SocketStream]:
     listeners = await trio_uring.open_tcp_listeners(0, host=LOCALHOST)
     listener = listeners[0]
-    assert isinstance(listener, UringSocketListener)
+    assert isinstance(listener, SocketListener)
     async with trio.open_nursery() as nursery:
-        accepted: list[UringSocketStream] = []
+        accepted: list[SocketStream] = []
 
         async def accept() -> None:
             accepted.append(await listener.accept())
@@ -32,11 +34,11 @@ async def stream_pair() -> tuple[UringSocketStream, UringSocketStream]:
         nursery.start_soon(accept)
         client = await trio_uring.open_tcp_stream(LOCALHOST, listener.socket.getsockname()[1])
     await listener.aclose()
-    assert isinstance(client, UringSocketStream)
+    assert isinstance(client, SocketStream)
     return client, accepted[0]
 
 
-async def clogged_pair() -> tuple[UringSocketStream, UringSocketStream]:
+async def clogged_pair() -> tuple[SocketStream, SocketStream]:
     left, right = await stream_pair()
     for stream in (left, right):
         while True:
@@ -67,7 +69,7 @@ async def test_serve_tcp_and_open_tcp_stream_echo() -> None:
     before = io_stats().ops_submitted
 
     async def handler(stream: trio.abc.Stream) -> None:
-        assert isinstance(stream, UringSocketStream)
+        assert isinstance(stream, SocketStream)
         async for data in stream:
             await stream.send_all(data)
 
@@ -254,3 +256,82 @@ def test_outside_the_backend_they_are_trios_streams(stock_trio: None) -> None:
         return [type(listeners[0]).__name__, type(stream).__name__, data.decode()]
 
     assert trio.run(main) == ["SocketListener", "SocketStream", "hi"]
+
+
+async def test_the_short_path_is_taken_on_the_backend() -> None:
+    # receive_some and send_all become RECV/SEND ops of the ring (no readiness poll
+    # in between), and an accepted stream gets no setsockopt of its own.
+    client, server = await stream_pair()
+    async with client, server:
+        before = io_stats().ops_submitted
+        await client.send_all(b"x" * 100)
+        assert await server.receive_some() == b"x" * 100
+        after = io_stats().ops_submitted
+        assert after["SEND"] - before.get("SEND", 0) == 1
+        assert after["RECV"] - before.get("RECV", 0) == 1
+        assert after.get("POLL_ADD", 0) == before.get("POLL_ADD", 0)
+
+
+def test_the_switch_leaves_trios_own_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    # use_fast_trio_streams(False): Trio's methods, on UringSockets (still the
+    # ring's sockets underneath), pass Trio's stream conformance test too.
+    trio_uring.use_fast_trio_streams(False)
+    try:
+        assert SocketStream.send_all.__module__ == "trio"
+
+        async def main() -> None:
+            await trio.testing.check_half_closeable_stream(stream_pair, clogged_pair)
+
+        trio_uring.run(main)
+    finally:
+        trio_uring.use_fast_trio_streams(True)
+    assert SocketStream.send_all.__module__ == "trio_uring._stream"
+
+
+def test_the_switch_from_the_environment() -> None:
+    from .conftest import run_python
+
+    done = run_python(
+        """
+        import trio, trio_uring
+        print(trio.SocketStream.send_all.__module__)
+        """,
+        env_extra={"TRIO_URING_TRIO_STREAMS": "0"},
+    )
+    assert done.stdout.strip() == "trio", done.stderr
+
+
+def test_a_stock_run_in_another_thread_keeps_trios_path(stock_trio: None) -> None:
+    # One thread on io_uring, one on epoll, at the same time, both with SocketStream.
+    import threading
+
+    results: dict[str, object] = {}
+
+    async def echo_round(name: str) -> None:
+        client, server = await stream_pair()
+        async with client, server:
+            for _ in range(50):
+                await client.send_all(b"ping")
+                assert await server.receive_some() == b"ping"
+        results[name] = trio.lowlevel.current_statistics().io_statistics.backend
+
+    thread = threading.Thread(target=lambda: trio_uring.run(echo_round, "uring"))
+    thread.start()
+    trio.run(echo_round, "stock")
+    thread.join(30)
+    assert results == {"uring": "io_uring", "stock": "epoll"}
+
+
+async def test_a_second_sender_is_busy_even_when_it_need_not_wait() -> None:
+    # Trio's rule is about the call, not about the kernel: while one send_all is
+    # parked, another (even of nothing, which would not need to wait) raises
+    # BusyResourceError, as SocketStream's conflict detector says on epoll.
+    left, right = await clogged_pair()
+    async with left, right, trio.open_nursery() as nursery:
+        nursery.start_soon(left.send_all, b"y" * 65536)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            await left.send_all(b"")
+        with pytest.raises(trio.BusyResourceError):
+            await left.wait_send_all_might_not_block()
+        nursery.cancel_scope.cancel()

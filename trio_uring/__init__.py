@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 # _trio_contract first: a clear ImportError if this Trio lacks what the others import.
 from . import _trio_contract as _trio_contract
-from . import socket  # also installs the socket layer
+from . import lowlevel, socket  # socket also installs the socket layer
 from ._install import (
     check_available,
     current_backend,
@@ -23,21 +23,19 @@ from ._install import (
 )
 from ._iomanager import UringIOManager, UringStatistics
 from ._ring import UringUnavailableError
-from ._stream import (
-    UringSocketListener,
-    UringSocketStream,
-    open_tcp_listeners,
-    open_tcp_stream,
-    serve_listeners,
-    serve_tcp,
-)
+
+# Trio's own, under the names trio_uring gave its stream classes and helpers before
+# 0.2 (Trio's SocketStream & co. are fast on the backend now: see _stream.py).
+from ._stream import UringSocketListener as UringSocketListener
+from ._stream import UringSocketStream as UringSocketStream
+from ._stream import open_tcp_listeners, serve_tcp, use_fast_trio_streams
+from ._stream import open_tcp_stream as open_tcp_stream
+from ._stream import serve_listeners as serve_listeners
 
 __version__ = "0.1.0"
 
 __all__ = [
     "UringIOManager",
-    "UringSocketListener",
-    "UringSocketStream",
     "UringStatistics",
     "UringUnavailableError",
     "check_available",
@@ -46,14 +44,14 @@ __all__ = [
     "install_temporarily",
     "is_available",
     "is_installed",
+    "lowlevel",
     "open_tcp_listeners",
-    "open_tcp_stream",
     "run",
-    "serve_listeners",
     "serve_tcp",
     "socket",
     "start_guest_run",
     "uninstall",
+    "use_fast_trio_streams",
 ]
 
 # Tracebacks and reprs name the public module (trio_uring.UringUnavailableError, not

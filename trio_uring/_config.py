@@ -4,6 +4,13 @@
                         (the .pth file setup.py ships calls `install_from_environment`)
     TRIO_URING_VERBOSE  print one line on stderr per run: which backend, and why epoll
     TRIO_URING_SPIN_US  microseconds to busy-poll before sleeping in the kernel
+    TRIO_URING_RESTRICT 0 turns off the restricted ring (trio_uring._restrict)
+    TRIO_URING_TRIO_STREAMS
+                        0 leaves Trio's SocketStream & co. Trio's own on the backend
+                        (trio_uring._stream)
+    TRIO_URING_UNTESTED_TRIO
+                        1 accepts a Trio release outside the tested range
+                        (trio_uring._trio_contract)
 
 A value we do not understand is an error that names the variable and what it accepts,
 never a silent default: ``TRIO_URING=false`` must not turn the backend on.
@@ -23,23 +30,25 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("", "0", "false", "no", "off")  # "": set but empty, as in `TRIO_URING= cmd`
 
 
-def env_flag(name: str) -> bool:
-    """The boolean environment variable ``name``; unset is False.
+def env_flag(name: str, default: bool = False) -> bool:
+    """The boolean environment variable ``name``; unset is ``default``.
 
     :raises ValueError: naming the variable and the accepted words, for any other value.
     """
     raw = os.environ.get(name)
-    if raw is None:
-        return False
+    if raw is None or not raw.strip():
+        return default
     word = raw.strip().lower()
     if word in TRUE_WORDS:
         return True
     if word in FALSE_WORDS:
         return False
-    raise ValueError(
-        f"{name}={raw!r} is not understood: use {', '.join(TRUE_WORDS)} to turn it on, "
-        f"{', '.join(w for w in FALSE_WORDS if w)} or empty to turn it off (any case)"
-    )
+    on, off = ", ".join(TRUE_WORDS), ", ".join(w for w in FALSE_WORDS if w)
+    if default:  # unset or empty keeps it on
+        advice = f"use {off} to turn it off, {on} or empty to keep it on"
+    else:
+        advice = f"use {on} to turn it on, {off} or empty to turn it off"
+    raise ValueError(f"{name}={raw!r} is not understood: {advice} (any case)")
 
 
 def env_microseconds(name: str, default: float) -> float:

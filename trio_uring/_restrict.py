@@ -50,6 +50,7 @@ from typing import Final
 
 import attrs
 
+from ._config import env_flag
 from ._ops import OPS
 from ._ring import (
     IOSQE_ASYNC,
@@ -210,16 +211,8 @@ def _opcode_name(value: int) -> str:
 
 def restrict_enabled(default: bool) -> bool:
     """``default`` (the UringIOManager.restrict attribute), unless TRIO_URING_RESTRICT
-    says otherwise ("0"/"1"; also no/yes, off/on, false/true)."""
-    # A local parse; trio_uring/_config.py (another branch) will own env parsing.
-    value = os.environ.get("TRIO_URING_RESTRICT", "").strip().lower()
-    if not value:
-        return default
-    if value in ("0", "no", "off", "false"):
-        return False
-    if value in ("1", "yes", "on", "true"):
-        return True
-    raise ValueError(f"TRIO_URING_RESTRICT must be 0 or 1, not {value!r}")
+    says otherwise (ValueError naming it for a value that is not a yes or a no)."""
+    return env_flag("TRIO_URING_RESTRICT", default)
 
 
 # The opcodes this kernel supports: probed once per process (the kernel does not change).

@@ -203,6 +203,18 @@ class UringSocket(_SocketType):
         self._did_shutdown_SHUT_WR = False
         self._stream = sock.type == _SOCK_STREAM
         self._accepts: _AcceptQueue | None = None
+        self._driver: Driver | None = None  # see _uring_driver
+        # A listener whose accepted sockets inherit SocketStream's options (_stream.py).
+        self._stream_options_set = False
+
+    def _uring_driver(self) -> Driver | None:
+        """The driver of the io_uring run this socket is used in, or None (another
+        backend, or outside a run). Cached: a socket is nearly always used by one
+        run; a closed driver (the run ended) or another thread looks again."""
+        driver = self._driver
+        if driver is None or driver.closed or driver.thread != threading.get_ident():
+            driver = self._driver = running_driver()
+        return driver
 
     def dup(self) -> UringSocket:
         return UringSocket(self._sock.dup())

@@ -35,13 +35,13 @@ from __future__ import annotations
 import errno
 import importlib
 import inspect
-import os
 import re
 import threading
 from typing import Final
 
 import trio
 
+from ._config import env_flag
 from ._ring import UringUnavailableError
 
 __all__ = ["NEWEST_TESTED_TRIO", "OLDEST_TRIO", "TESTED_TRIO", "check_trio", "import_problems", "trio_problems"]
@@ -58,6 +58,7 @@ _TRUE_WORDS: Final = ("1", "true", "yes", "on")
 _FALSE_WORDS: Final = ("", "0", "false", "no", "off")
 _WHY_RUN_MODULE: Final = "trio_uring replaces the runner's I/O manager there"
 _WHY_SOCKET_TYPE: Final = "trio_uring's sockets subclass it"
+_WHY_STREAMS: Final = "trio_uring gives Trio's SocketStream and serve_listeners a short path on io_uring"
 
 
 def _release_line(version: str) -> tuple[int, int] | None:
@@ -90,6 +91,13 @@ def import_problems() -> list[str]:
         return [*problems, f"trio._socket is gone ({_WHY_SOCKET_TYPE})"]
     if not isinstance(getattr(socket_module, "_SocketType", None), type):
         problems.append(f"trio._socket._SocketType is gone ({_WHY_SOCKET_TYPE})")
+    for module, name in (("trio._util", "ConflictDetector"), ("trio._highlevel_serve_listeners", "_run_handler")):
+        try:
+            found = hasattr(importlib.import_module(module), name)
+        except ImportError:
+            found = False
+        if not found:
+            problems.append(f"{module}.{name} is gone ({_WHY_STREAMS})")
     return problems
 
 
@@ -149,6 +157,19 @@ def _runtime_problems(io_manager_class: type) -> list[str]:
     if not callable(getattr(trio.socket, "set_custom_socket_factory", None)):
         problems.append("trio.socket.set_custom_socket_factory is gone")
 
+    # _stream: the short path keeps SocketStream's send conflict detector, builds
+    # accepted streams as SocketStream.__init__ does, and replaces serve_listeners's
+    # per-connection task, looked up at call time.
+    import trio._highlevel_serve_listeners as serve_module
+    from trio._util import ConflictDetector
+
+    if not _uses(ConflictDetector.__enter__, "_held") or not _uses(ConflictDetector.__init__, "_msg", "_held"):
+        problems.append("trio._util.ConflictDetector no longer keeps its state in _held and _msg")
+    if not _uses(trio.SocketStream.__init__, "socket", "_send_conflict_detector", "ConflictDetector"):
+        problems.append("trio.SocketStream no longer keeps just socket and _send_conflict_detector")
+    if not _uses(serve_module._serve_one_listener, "_run_handler"):
+        problems.append("trio's serve_listeners no longer runs handlers through _run_handler")
+
     # _lifecycle: KeyboardInterrupt protection marks a function's code object in
     # place (Trio 0.28+); before, it returned a wrapper and marked nothing.
     def probe() -> None:
@@ -165,15 +186,7 @@ def trio_problems(io_manager_class: type) -> list[str]:
 
 
 def _untested_trio_allowed() -> bool:
-    value = os.environ.get(UNTESTED_TRIO_VAR, "").strip().lower()
-    if value in _TRUE_WORDS:
-        return True
-    if value in _FALSE_WORDS:
-        return False
-    raise ValueError(
-        f"{UNTESTED_TRIO_VAR}={os.environ[UNTESTED_TRIO_VAR]!r}: use 1, true, yes or on "
-        "(or 0, false, no, off, or leave it unset)"
-    )
+    return env_flag(UNTESTED_TRIO_VAR)
 
 
 def _message(problem: str) -> str:
