@@ -347,5 +347,5 @@ def _fileno(fd: int | _HasFileno) -> int:
     return fd if isinstance(fd, int) else fd.fileno()
 
 
-def _nobody_waits(task: Task) -> None:
+def _nobody_waits(task: Task, next_send: object = None) -> None:
     raise AssertionError("close() found a task still waiting")

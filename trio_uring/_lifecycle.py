@@ -233,6 +233,29 @@ _EINTR: Final = -errno.EINTR
 # The buffer group id of the provided-buffer ring (one per ring).
 RECV_BUFFER_GROUP: Final = 0
 
+class _Woken(outcome.Outcome):  # type: ignore[type-arg]
+    """What a task parked on an op is resumed with: nothing (the op says the rest).
+
+    Trio's reschedule builds a single-use ``outcome.Value(None)`` for each wake-up
+    (an attrs object, then a check that it is unwrapped once): one reusable outcome
+    that always gives None spares that on every completion. (Only our own waits,
+    which ignore what they are resumed with, get it.)
+    """
+
+    __slots__ = ()
+
+    def unwrap(self) -> None:
+        return None
+
+    def send(self, gen: Any) -> Any:
+        return gen.send(None)
+
+    async def asend(self, agen: Any) -> Any:
+        return await agen.asend(None)
+
+
+WOKEN: Final = _Woken()
+
 # Records of ops the kernel never finished with when their ring closed (and the
 # buffer ring they may receive into): their memory must outlive the ring.
 _unfinished: list[object] = []
@@ -276,7 +299,7 @@ class Driver:
         self.fds: dict[int, FdState] = {}
         self.next_user_data = itertools.count(FIRST_OP).__next__
         # The runner's reschedule, bound by the IOManager before any task runs.
-        self.reschedule: Callable[[Task], None] = trio.lowlevel.reschedule
+        self.reschedule: Callable[[Task, outcome.Outcome[object]], None] = trio.lowlevel.reschedule
         # False while no tick of the run loop is in progress: then nothing would
         # submit a queued cancel soon, so it is submitted at once.
         self.in_tick = False
@@ -495,7 +518,7 @@ class Driver:
         task = waiter.task
         if task is not None:
             waiter.task = None
-            self.reschedule(task)
+            self.reschedule(task, WOKEN)
 
     # ---------------------------------------------------------------- cancel, close
 
@@ -572,7 +595,7 @@ class Driver:
                 if op is not None and op.more(res, flags) and op.task is not None:
                     _release(op)
                     woken, op.task = op.task, None
-                    reschedule(woken)
+                    reschedule(woken, WOKEN)
                 continue
             op = ops.pop(user_data, None)
             if op is None:
@@ -584,7 +607,7 @@ class Driver:
             task = op.task
             if task is not None:
                 op.task = None
-                reschedule(task)
+                reschedule(task, WOKEN)
             elif state is DISCARDED:
                 op.discard()
 
