@@ -11,6 +11,7 @@ import contextlib
 import glob
 import hashlib
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -117,7 +118,15 @@ def _child(argv: list[str], *, stdin: int | None = None, stdout: int | None = No
                 pipe.close()
 
 
-def _one_run(form: str, client: str | None, conns: int, seconds: float, size: int) -> tuple[float, int]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _one_run(form: str, client: str | None, conns: int, seconds: float, size: int) -> tuple[float, float, int]:
+    """(round trips per second, server CPU µs per round trip, errors)."""
     with tempfile.TemporaryDirectory(prefix="trio_uring_demo_") as tmp:
         port_file = os.path.join(tmp, "port")
         server_argv = [sys.executable, "-m", "trio_uring._cli.echo_server", form, port_file]
@@ -130,6 +139,7 @@ def _one_run(form: str, client: str | None, conns: int, seconds: float, size: in
                 time.sleep(0.02)
             with open(port_file) as f:
                 port = int(f.read())
+            cpu_before = _cpu_seconds(server.pid)
             if client is None:
                 done, errors = trio.run(_py_client, port, conns, seconds, size)
             else:
@@ -141,7 +151,8 @@ def _one_run(form: str, client: str | None, conns: int, seconds: float, size: in
                     done, errors = (int(x) for x in out.split())
                 except ValueError:
                     raise SystemExit(f"demo: the C client failed (exit status {proc.returncode})") from None
-    return done / seconds, errors
+            cpu = _cpu_seconds(server.pid) - cpu_before
+    return done / seconds, cpu / max(done, 1) * 1e6, errors
 
 
 def demo(conns: int, seconds: float, reps: int, size: int = 64) -> bool:
@@ -155,24 +166,41 @@ def demo(conns: int, seconds: float, reps: int, size: int = 64) -> bool:
     kind = "a C client (demo_client.c)" if client else "a Python client (no C compiler found)"
     rounds = f"{reps} round{'s' if reps > 1 else ''}"
     print(
-        f"\nEcho over loopback, {conns} connections, {size}-byte messages: the same Trio handler "
-        f"served three ways,\ndriven by {kind}. {rounds} of {seconds:g} s per form, interleaved; "
-        "the median is shown.\nThe machine may be shared and noisy: benchmarks/compare.py measures "
-        "properly.",
+        f"\nEcho over loopback, {conns} connections, {size}-byte messages: the same unchanged Trio server "
+        f"(trio.serve_tcp)\non epoll and on io_uring, driven by {kind}. {rounds} of {seconds:g} s per form, "
+        "interleaved;\nthe median is shown.",
         flush=True,
     )
     rates: dict[str, list[float]] = {form: [] for form in FORMS}
+    cpus: dict[str, list[float]] = {form: [] for form in FORMS}
     errors = dict.fromkeys(FORMS, 0)
     for rep in range(reps):
         for form in FORMS:
-            rate, errs = _one_run(form, client, conns, seconds, size)
+            rate, cpu, errs = _one_run(form, client, conns, seconds, size)
             rates[form].append(rate)
+            cpus[form].append(cpu)
             errors[form] += errs
-            print(f"  round {rep + 1}/{reps}  {form:<9} {rate:>10,.0f} round trips/s", flush=True)
-    median = {form: sorted(values)[len(values) // 2] for form, values in rates.items()}
-    base = median["epoll"] or 1.0
+            print(
+                f"  round {rep + 1}/{reps}  {form:<9} {rate:>10,.0f} round trips/s  {cpu:6.1f} µs server CPU each",
+                flush=True,
+            )
+    median = {form: statistics.median(values) for form, values in rates.items()}
+    cpu_median = {form: statistics.median(values) for form, values in cpus.items()}
+    base, base_cpu = median["epoll"] or 1.0, cpu_median["epoll"]
     print()
-    print(f"  {'server':<38} {'round trips/s':>14} {'vs epoll':>9} {'errors':>7}")
+    header = ("server", "round trips/s", "vs epoll", "server CPU/trip", "vs epoll", "errors")
+    print("  {:<30} {:>14} {:>9} {:>16} {:>9} {:>7}".format(*header))
     for form, label in FORMS.items():
-        print(f"  {label:<38} {median[form]:>14,.0f} {median[form] / base:>8.2f}x {errors[form]:>7}")
+        print(
+            f"  {label:<30} {median[form]:>14,.0f} {median[form] / base:>8.2f}x "
+            f"{cpu_median[form]:>13.1f} µs {base_cpu / (cpu_median[form] or 1):>8.2f}x {errors[form]:>7}"
+        )
+    ratios = [u / e for u, e in zip(rates["io_uring"], rates["epoll"]) if e]  # noqa: B905
+    print(
+        "\nHow to read it: the round trips/s of a shared or virtual machine move by 10-30% from one\n"
+        "second to the next (other work, and the hypervisor, take the CPU); the server's CPU time per\n"
+        "round trip moves much less, so trust its ratio more. The rounds' own ratios went from\n"
+        f"{min(ratios):.2f} to {max(ratios):.2f}; if they straddle 1.0, run more rounds (-r 5) or a longer\n"
+        "window (-d 5), with nothing else running. benchmarks/compare.py measures properly."
+    )
     return True

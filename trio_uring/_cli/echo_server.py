@@ -17,12 +17,11 @@ import trio
 
 import trio_uring
 
-#: The same echo handler, served three ways: Trio on epoll, the drop-in (unchanged
-#: trio.serve_tcp on the io_uring backend), and trio_uring's own streams.
+#: The same unchanged Trio echo server (trio.serve_tcp), on Trio's epoll and on
+#: io_uring (where trio_uring.serve_tcp is the same thing).
 FORMS = {
     "epoll": "trio.serve_tcp on Trio's epoll",
-    "io_uring": "trio.serve_tcp on io_uring (drop-in)",
-    "streams": "trio_uring.serve_tcp on io_uring",
+    "io_uring": "trio.serve_tcp on io_uring",
 }
 
 
@@ -53,8 +52,6 @@ def main(form: str, port_file: str) -> None:
     if form == "epoll":
         trio_uring.uninstall()  # in case TRIO_URING=1 installed it at start-up
         trio.run(_serve, port_file, trio.serve_tcp)
-    elif form == "streams":
-        trio_uring.run(_serve, port_file, trio_uring.serve_tcp)
     elif form == "io_uring":
         trio_uring.run(_serve, port_file, trio.serve_tcp)
     else:
