@@ -73,7 +73,7 @@ test-oldest-trio: $(OLDEST_VENV)/.installed
 $(OLDEST_VENV)/.installed: pyproject.toml setup.py trio_uring/_ring.c trio_uring/_ring.h trio_uring/_ring_build.py trio_uring/_trio_contract.py
 	test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv $(OLDEST_VENV)
 	$(OLDEST_VENV)/bin/python -m pip install -q --upgrade pip
-	$(OLDEST_VENV)/bin/python -m pip install -q -e '.[test]' 'trio==$(OLDEST_TRIO)'
+	$(OLDEST_VENV)/bin/python -m pip install -q -e '.[test,lint]' 'trio==$(OLDEST_TRIO)'
 	touch $@
 
 # The documentation (Sphinx, docs/source -> docs/_build/html); warnings are errors.

@@ -185,12 +185,17 @@ def trio_problems(io_manager_class: type) -> list[str]:
     return import_problems() or _runtime_problems(io_manager_class)
 
 
+def _trio_version() -> str:
+    # Trio before 0.29 does not re-export __version__ for type checkers.
+    return str(getattr(trio, "__version__"))  # noqa: B009
+
+
 def _untested_trio_allowed() -> bool:
     return env_flag(UNTESTED_TRIO_VAR)
 
 
 def _message(problem: str) -> str:
-    version = trio.__version__
+    version = _trio_version()
     return (
         f"trio_uring cannot use Trio {version}: {problem}. trio_uring is tested with {TESTED_TRIO}: "
         f"install one of those (pip install 'trio>={OLDEST_TRIO},<{_next_release_line()}'), "
@@ -218,7 +223,7 @@ def check_trio(io_manager_class: type) -> None:
         problems = _problems_cache[io_manager_class] = trio_problems(io_manager_class)
     if problems:
         raise UringUnavailableError(errno.ENOSYS, _message("; ".join(problems)))
-    if not _in_tested_range(trio.__version__) and not _untested_trio_allowed():
+    if not _in_tested_range(_trio_version()) and not _untested_trio_allowed():
         raise UringUnavailableError(
             errno.ENOSYS,
             _message(f"it is outside the tested range ({UNTESTED_TRIO_VAR}=1 runs it anyway)"),

@@ -148,6 +148,15 @@ def serve_tcp_workers(
             sock.close()
 
 
+def _in_trio_run() -> bool:
+    # trio.lowlevel.in_trio_run() is newer than the oldest Trio we support (0.28).
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return False
+    return True
+
+
 def run_workers(
     main: Callable[..., Awaitable[object]],
     *args: object,
@@ -173,7 +182,7 @@ def run_workers(
 
     Call from the main thread, outside any Trio run (it forks; see the module docs).
     """
-    if trio.lowlevel.in_trio_run():
+    if _in_trio_run():
         raise RuntimeError("run_workers forks worker processes: call it outside trio.run / trio_uring.run")
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("run_workers must be called from the main thread (it handles SIGINT and SIGTERM)")
