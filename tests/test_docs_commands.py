@@ -149,3 +149,13 @@ def test_command(page: str, command: str, scratch: Path) -> None:
             proc.wait()
     assert proc.returncode == 0, f"{page}: `{command}` exited with {proc.returncode}:\n{out}"
     assert "Traceback" not in out, out
+
+
+def test_the_lifecycle_diagram_is_drawn_from_the_state_table() -> None:
+    # The diagram in how-it-works is generated from _lifecycle.TRANSITIONS; a change to
+    # the table without regenerating it fails here.
+    proc = subprocess.run(
+        [sys.executable, str(DOCS / "make_lifecycle_diagram.py"), "--check"],
+        capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr

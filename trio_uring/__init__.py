@@ -24,8 +24,8 @@ from ._install import (
 from ._iomanager import UringIOManager, UringStatistics
 from ._ring import UringUnavailableError
 
-# Trio's own, under the names trio_uring gave its stream classes and helpers before
-# 0.2 (Trio's SocketStream & co. are fast on the backend now: see _stream.py).
+# Trio's own, under the names trio_uring's development versions gave their stream
+# classes and helpers (Trio's SocketStream & co. are fast on the backend now: see _stream.py).
 from ._stream import UringSocketListener as UringSocketListener
 from ._stream import UringSocketStream as UringSocketStream
 from ._stream import open_tcp_listeners, serve_tcp, use_fast_trio_streams

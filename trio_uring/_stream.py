@@ -33,7 +33,7 @@ short path is taken only for a `UringSocket` whose run is on io_uring. The switc
 
 `serve_tcp`, `open_tcp_listeners` and `open_tcp_stream` are Trio's, with one more
 option (``reuse_port``); `UringSocketStream` and `UringSocketListener`, the names
-of trio_uring's own stream classes before 0.2, are now Trio's classes themselves.
+of trio_uring's own stream classes in development versions, are now Trio's classes themselves.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ __all__ = [
     "use_fast_trio_streams",
 ]
 
-#: Before 0.2 trio_uring had stream classes of its own; Trio's, fast on the backend,
+#: Development versions of trio_uring had stream classes of their own; Trio's, fast on the backend,
 #: took their place.
 UringSocketStream = SocketStream
 UringSocketListener = SocketListener
