@@ -4,8 +4,9 @@
     benchmarks/compare.py                  # 6 scenarios x 3 forms x 5 reps, then the counting pass
     benchmarks/compare.py -r 1 -d 1 -S echo-c64-s64,connect-c32     # quick look
 
-The forms are benchmarks/forms.py's (today: trio-epoll = stock Trio, the reference;
-trio-uring = the drop-in; trio-uring-streams = trio_uring's own streams), served by
+The forms are benchmarks/forms.py's (by default: trio-epoll = stock Trio, the reference;
+trio-uring = the drop-in, Trio's streams on trio_uring's short path; trio-uring-trio-path
+= the backend under Trio's own stream code), served by
 benchmarks/servers/echo.py. The goals are benchmarks/goals.py's.
 
 What it does:
@@ -41,7 +42,7 @@ from typing import Any
 
 import goals as goals_mod
 import harness as H
-from forms import FORMS, REFERENCE, parse_forms
+from forms import DEFAULT_FORMS, FORMS, REFERENCE, parse_forms
 from stats import delta, read_snapshots
 
 PROG = "compare"
@@ -413,7 +414,7 @@ def main() -> int:
     ap.add_argument("-w", "--warmup", type=float, default=0.5, help="warm-up seconds per run (0.5)")
     ap.add_argument("-S", "--scenarios", default=",".join(DEFAULT_SCENARIOS),
                     help="comma list of run.py scenario names or MODE:c=N,s=N,p=N (default: the six of the issue)")
-    ap.add_argument("-s", "--forms", default=",".join(FORMS),
+    ap.add_argument("-s", "--forms", default=",".join(DEFAULT_FORMS),
                     help=f"comma list of forms of benchmarks/forms.py ({', '.join(FORMS)}; {REFERENCE} is always "
                          "included)")
     ap.add_argument("--also", default="", help="run.py servers to run alongside, e.g. c-epoll,c-uring")

@@ -5,9 +5,15 @@ fanout.py) and by the servers in benchmarks/servers/. Adding or changing a form 
 one entry: the servers resolve `run` and `serve_tcp` by name at start-up, so this
 module imports neither trio nor trio_uring (compare.py reads it with any Python).
 
-    trio-epoll          trio.serve_tcp under trio.run: stock Trio on epoll, the reference
-    trio-uring          the same code under trio_uring.run: the drop-in
-    trio-uring-streams  trio_uring.serve_tcp under trio_uring.run: trio_uring's own streams
+    trio-epoll            trio.serve_tcp under trio.run: stock Trio on epoll, the reference
+    trio-uring            the same code under trio_uring.run: the drop-in (Trio's streams
+                          take trio_uring's short path, trio_uring/_stream.py)
+    trio-uring-trio-path  the drop-in with the short path off (TRIO_URING_TRIO_STREAMS=0):
+                          the backend under Trio's own stream code, to show what the short
+                          path brings
+    trio-uring-streams    trio_uring.serve_tcp under trio_uring.run. Since trio_uring's
+                          streams became Trio's own on the short path, this is the same
+                          code as trio-uring (kept for the fan-out variants that name it)
 
 `env` is set for the server process only (for example a knob of trio_uring that a
 form wants on or off). A server whose framework takes no serve_tcp (Hypercorn) uses
@@ -34,11 +40,15 @@ class Form:
 
 
 REFERENCE = "trio-epoll"
+#: What compare.py and the other benchmarks run unless told otherwise.
+DEFAULT_FORMS = ["trio-epoll", "trio-uring", "trio-uring-trio-path"]
 
 FORMS: dict[str, Form] = {
     "trio-epoll": Form("trio.serve_tcp under trio.run (stock Trio, epoll)", "trio.run", "trio.serve_tcp"),
     "trio-uring": Form("trio.serve_tcp under trio_uring.run (drop-in)", "trio_uring.run", "trio.serve_tcp"),
-    "trio-uring-streams": Form("trio_uring.serve_tcp under trio_uring.run (trio_uring's own streams)",
+    "trio-uring-trio-path": Form("trio.serve_tcp under trio_uring.run, TRIO_URING_TRIO_STREAMS=0 (Trio's stream code)",
+                                 "trio_uring.run", "trio.serve_tcp", {"TRIO_URING_TRIO_STREAMS": "0"}),
+    "trio-uring-streams": Form("trio_uring.serve_tcp under trio_uring.run (same code as the drop-in)",
                                "trio_uring.run", "trio_uring.serve_tcp"),
 }
 

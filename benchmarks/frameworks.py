@@ -38,7 +38,7 @@ from typing import Any
 
 import goals as goals_mod
 import harness as H
-from forms import FORMS, REFERENCE, parse_forms
+from forms import DEFAULT_FORMS, FORMS, REFERENCE, parse_forms
 
 PROG = "frameworks"
 
@@ -55,7 +55,7 @@ class Bench:
 BENCHES = {
     "hypercorn-hello": Bench("hypercorn_hello.py", "wrk", "req/s", ("trio-epoll", "trio-uring"),
                              "Hypercorn (Trio worker), hello-world ASGI app, wrk -t1 -c64"),
-    "websocket-echo": Bench("ws_echo.py", "wsload", "msg/s", ("trio-epoll", "trio-uring", "trio-uring-streams"),
+    "websocket-echo": Bench("ws_echo.py", "wsload", "msg/s", ("trio-epoll", "trio-uring", "trio-uring-trio-path"),
                             "trio-websocket echo, 64 connections, 64-byte binary messages (wsload)"),
 }
 
@@ -192,7 +192,7 @@ def render(report: dict[str, Any]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-b", "--benchmarks", default=",".join(BENCHES), help=f"comma list ({', '.join(BENCHES)})")
-    ap.add_argument("-s", "--forms", default=",".join(FORMS), help="forms (each benchmark takes those it can)")
+    ap.add_argument("-s", "--forms", default=",".join(DEFAULT_FORMS), help="forms (each benchmark takes those it can)")
     ap.add_argument("-r", "--reps", type=int, default=5, help="repetitions, interleaved (5)")
     ap.add_argument("-d", "--duration", type=float, default=5.0, help="measured seconds per run (5; wrk: whole s)")
     ap.add_argument("-w", "--warmup", type=float, default=1.0, help="warm-up seconds per run (1)")

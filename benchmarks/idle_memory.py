@@ -39,7 +39,7 @@ from typing import Any
 
 import goals as goals_mod
 import harness as H
-from forms import FORMS, REFERENCE, parse_forms
+from forms import DEFAULT_FORMS, FORMS, REFERENCE, parse_forms
 
 PROG = "idle_memory"
 ECHO_SERVER = os.path.join(H.HERE, "servers", "echo.py")
@@ -201,7 +201,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", "--connections", type=int, default=10000, help="idle connections (10000)")
     ap.add_argument("-r", "--reps", type=int, default=3, help="repetitions, interleaved (3)")
-    ap.add_argument("-s", "--forms", default=",".join(FORMS), help=f"forms ({', '.join(FORMS)})")
+    ap.add_argument("-s", "--forms", default=",".join(DEFAULT_FORMS), help=f"forms ({', '.join(FORMS)})")
     ap.add_argument("--settle", type=float, default=1.0, help="seconds idle before each RSS reading (1)")
     ap.add_argument("--python", default=H.default_python(), help="server interpreter (.venv/bin/python)")
     ap.add_argument("--port-base", type=int, default=25000)
