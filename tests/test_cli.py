@@ -266,7 +266,7 @@ def test_demo_connections_beyond_the_open_file_limit() -> None:
     no_traceback(proc)
 
 
-def test_demo_compares_the_three_forms(tmp_path: Path) -> None:
+def test_demo_compares_epoll_and_io_uring(tmp_path: Path) -> None:
     """And builds its C client once per source version, into the cache, removing stale builds."""
     cache = tmp_path / "trio_uring"
     cache.mkdir()
@@ -286,7 +286,6 @@ def test_demo_compares_the_three_forms(tmp_path: Path) -> None:
         row = rf"^  {label} +[1-9][\d,]* +[\d.]+x +[\d.]+ µs +[\d.]+x +0$"
         assert re.search(row, proc.stdout, re.M), proc.stdout
     assert "How to read it:" in proc.stdout
-
 
     again = cli("demo", "-c", "1", "-d", "0.1", "-r", "1", XDG_CACHE_HOME=str(tmp_path))
     assert again.returncode == 0 and "Compiling" not in again.stdout  # cached
