@@ -97,6 +97,23 @@ CASES: dict[str, Case] = {
     "recv_into(bytes)": lambda e: e.server.recv_into(b"read-only"),
     "recv_into(non-contiguous)": lambda e: e.server.recv_into(memoryview(bytearray(10))[::2]),
     "recv_into(None)": lambda e: e.server.recv_into(None),
+    "recv(10, flags=-1)": lambda e: e.server.recv(10, -1),
+    "recv(10, flags='x')": lambda e: e.server.recv(10, "x"),
+    "send(flags='x')": lambda e: e.server.send(b"x", "x"),
+    "send(flags=-2**40)": lambda e: e.server.send(b"x", -(2**40)),
+    "recvmsg_into([bytes])": lambda e: e.udp.recvmsg_into([b"read-only"]),
+    "recvmsg_into(ancbufsize=2**70)": lambda e: e.udp.recvmsg_into([bytearray(1)], 2**70),
+    "recvmsg(10, ancbufsize=2**40)": lambda e: e.udp.recvmsg(10, 2**40),
+    "sendmsg([int])": lambda e: e.a.sendmsg([1]),
+    "SocketStream.send_all(str)": lambda e: trio.SocketStream(e.server).send_all("text"),  # type: ignore[arg-type]
+    "SocketStream.send_all(str), closed": lambda e: _closed_stream_call(e, "send_all", "text"),
+    "SocketStream.send_all(non-contiguous), closed": lambda e: _closed_stream_call(
+        e, "send_all", memoryview(bytearray(10))[::2]
+    ),
+    "SocketStream.receive_some('x')": lambda e: trio.SocketStream(e.server).receive_some("x"),  # type: ignore[arg-type]
+    "SocketStream.receive_some(1.5)": lambda e: trio.SocketStream(e.server).receive_some(1.5),  # type: ignore[arg-type]
+    "SocketStream.receive_some(2**70)": lambda e: trio.SocketStream(e.server).receive_some(2**70),
+    "SocketStream.receive_some(2**70), closed": lambda e: _closed_stream_call(e, "receive_some", 2**70),
     "send(str)": lambda e: e.server.send("text"),
     "send(None)": lambda e: e.server.send(None),
     "send(non-contiguous)": lambda e: e.server.send(memoryview(bytearray(10))[::2]),
@@ -168,9 +185,20 @@ CASES: dict[str, Case] = {
     "wait_readable(unused fd)": lambda e: trio.lowlevel.wait_readable(_unused_fd()),
     "wait_writable(unused fd)": lambda e: trio.lowlevel.wait_writable(_unused_fd()),
     "wait_readable(2**40)": lambda e: trio.lowlevel.wait_readable(2**40),
+    "notify_closing(2**40)": lambda e: _notify_closing(2**40),
     "wait_readable(str)": lambda e: trio.lowlevel.wait_readable("0"),
     "wait_readable(closed socket object)": lambda e: trio.lowlevel.wait_readable(e.closed),
 }
+
+async def _notify_closing(fd: int) -> None:
+    trio.lowlevel.notify_closing(fd)
+
+
+async def _closed_stream_call(e: Env, method: str, arg: object) -> object:
+    stream = trio.SocketStream(e.new())
+    stream.socket.close()
+    return await getattr(stream, method)(arg)
+
 
 async def _from_stdlib_socket_of_a_file(e: Env) -> object:
     with os.fdopen(os.dup(e.pipe_r)) as f:
@@ -330,6 +358,9 @@ def test_bad_input_raises_what_stock_trio_raises(name: str, stock_trio: None) ->
         assert uring.errno == stock.errno, f"io_uring: {uring}, stock Trio: {stock}"
     if uring.errno is not None and uring.errno > 0:
         assert f"[Errno {uring.errno}]" in uring.message, uring.message
+    if uring.kind in ("TypeError", "ValueError", "OverflowError", "BufferError", "ClosedResourceError"):
+        # Argument errors say what the stdlib (or Trio) says, word for word.
+        assert uring.message == stock.message, f"io_uring: {uring}, stock Trio: {stock}"
 
 
 # ---------------------------------------------------------------- outside a run

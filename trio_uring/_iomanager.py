@@ -344,7 +344,10 @@ class _HasFileno(Protocol):
 
 
 def _fileno(fd: int | _HasFileno) -> int:
-    return fd if isinstance(fd, int) else fd.fileno()
+    fd = fd if isinstance(fd, int) else fd.fileno()
+    if not -(2**31) <= fd < 2**31:  # what epoll says of an fd that is no C int
+        raise OverflowError("Python int too large to convert to C int")
+    return fd
 
 
 def _nobody_waits(task: Task, next_send: object = None) -> None:

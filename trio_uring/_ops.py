@@ -244,10 +244,10 @@ class Connect(Op):
     used_for = "connect()"
     since = "5.5"
 
-    def __init__(self, fd: int, sockaddr: bytes, context: str) -> None:
+    def __init__(self, fd: int, sockaddr: bytes, context: str | None) -> None:
         super().__init__(fd)
         self.sockaddr = sockaddr
-        self.context = context  # "Error connecting to ('host', port)", as Trio says
+        self.context = context  # "Error connecting to ('host', port)", as Trio says, or None
 
     def write(self, w: Writers, user_data: int) -> int:
         return w.connect(self.fd, self.sockaddr, len(self.sockaddr), user_data)

@@ -158,7 +158,11 @@ class MsgHdr:
         control: bytes | None = None,
         control_capacity: int = 0,
     ) -> None:
-        self._buffers = [ffi.from_buffer(b, require_writable=writable) for b in buffers]
+        try:
+            items = iter(buffers)
+        except TypeError:
+            raise TypeError(f"{'recvmsg_into' if writable else 'sendmsg'}() argument 1 must be an iterable") from None
+        self._buffers = [_buffer(b, writable) for b in items]
         self._iov = ffi.new("struct iovec[]", max(1, len(self._buffers)))
         for i, cbuf in enumerate(self._buffers):
             self._iov[i].iov_base = cbuf
@@ -212,3 +216,16 @@ class MsgHdr:
             return b""
         control: bytes = ffi.buffer(self.control, self.hdr.msg_controllen)[:]
         return control
+
+
+def _buffer(b: Any, writable: bool) -> Any:
+    """One iovec's buffer, with the stdlib's error for a wrong one."""
+    try:
+        return ffi.from_buffer(b, require_writable=writable)
+    except (BufferError, TypeError):
+        if writable:
+            raise TypeError(
+                "recvmsg_into() argument 1 must be an iterable of single-segment read-write buffers"
+            ) from None
+        raise TypeError(f"a bytes-like object is required, not '{type(b).__name__}'") from None
+

@@ -90,6 +90,7 @@ _EAGAIN: Final = -errno.EAGAIN
 # A stream recv returns at most this much per call (a short read, as recv(2) may
 # give); a datagram is received whole, whatever its size.
 _SCRATCH_MAX: Final = 1 << 20
+_SOCKLEN_MAX: Final = 2**31 - 1  # the stdlib's limit for an ancillary buffer (socklen_t)
 _ENCODED_FAMILIES: Final = (_sockaddr.AF_INET, _sockaddr.AF_INET6, _sockaddr.AF_UNIX)
 
 
@@ -133,9 +134,24 @@ def _writable(buffer: Any, method: str) -> Any:
     try:
         return ffi.from_buffer(buffer, require_writable=True)
     except (BufferError, TypeError):
-        raise TypeError(
-            f"{method}() argument 'buffer' must be read-write bytes-like object, not {type(buffer).__name__}"
-        ) from None
+        got = "None" if buffer is None else type(buffer).__name__  # as CPython's argument parser says
+        raise TypeError(f"{method}() argument 1 must be read-write bytes-like object, not {got}") from None
+
+
+def _readable(data: Any) -> Any:
+    try:
+        return ffi.from_buffer(data)
+    except TypeError:
+        raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
+
+
+def _flags(flags: Any) -> int:
+    # The stdlib takes flags as a C int (TypeError, OverflowError) and the kernel
+    # judges the bits; the SQE's msg_flags field is its unsigned twin.
+    value = operator.index(flags)
+    if not -(2**31) <= value < 2**31:
+        raise OverflowError(f"signed integer is {'greater than maximum' if value > 0 else 'less than minimum'}")
+    return value & 0xFFFF_FFFF
 
 
 # ---------------------------------------------------------------- the ops of each call
@@ -145,8 +161,8 @@ def _writable(buffer: Any, method: str) -> Any:
 
 
 def _send(sock: UringSocket, fd: int, data: Any, flags: int) -> Send:
-    buf = ffi.from_buffer(data)
-    return Send(fd, buf, min(len(buf), _MAX_IO), int(flags))
+    buf = _readable(data)
+    return Send(fd, buf, min(len(buf), _MAX_IO), _flags(flags))
 
 
 def _recv(sock: UringSocket, fd: int, driver: Driver, bufsize: int, flags: int) -> RecvBytes:
@@ -154,13 +170,13 @@ def _recv(sock: UringSocket, fd: int, driver: Driver, bufsize: int, flags: int) 
     size = _bufsize(bufsize, "recv")
     if stream and size > _SCRATCH_MAX:
         size = _SCRATCH_MAX  # a stream recv may return less than asked for
-    return RecvBytes(fd, driver.scratch(size), size, int(flags), stream)
+    return RecvBytes(fd, driver.scratch(size), size, _flags(flags), stream)
 
 
 def _recv_into(sock: UringSocket, fd: int, buffer: Any, nbytes: int, flags: int) -> Recv:
     buf = _writable(buffer, "recv_into")
     try:
-        return Recv(fd, buf, min(_nbytes(nbytes, len(buf), "recv_into"), _MAX_IO), int(flags))
+        return Recv(fd, buf, min(_nbytes(nbytes, len(buf), "recv_into"), _MAX_IO), _flags(flags))
     except BaseException:
         ffi.release(buf)
         raise
@@ -171,16 +187,19 @@ def _sendmsg(
 ) -> SendMsg:
     name = _sockaddr.encode(sock.family, address, method) if address is not None else None
     control = _sockaddr.encode_ancdata(ancdata) or None
-    return SendMsg(fd, _sockaddr.MsgHdr(buffers, writable=False, name=name, control=control), int(flags))
+    return SendMsg(fd, _sockaddr.MsgHdr(buffers, writable=False, name=name, control=control), _flags(flags))
 
 
 def _recvmsg(sock: UringSocket, fd: int, buffers: Iterable[Any], ancbufsize: int, flags: int) -> RecvMsg:
-    if ancbufsize < 0:
-        raise ValueError("negative buffer size in recvmsg()")
+    ancbufsize = operator.index(ancbufsize)
+    if ancbufsize > sys.maxsize:
+        raise OverflowError("Python int too large to convert to C ssize_t")
+    if not 0 <= ancbufsize <= _SOCKLEN_MAX:
+        raise ValueError("invalid ancillary data buffer length")
     msg = _sockaddr.MsgHdr(
         buffers, writable=True, name_capacity=_sockaddr.SOCKADDR_STORAGE_SIZE, control_capacity=ancbufsize
     )
-    return RecvMsg(fd, msg, int(flags), sock.family)
+    return RecvMsg(fd, msg, _flags(flags), sock.family)
 
 
 @protect_from_keyboard_interrupt
@@ -301,7 +320,10 @@ class UringSocket(_SocketType):
                 sockaddr = _sockaddr.encode(self.family, address, "connect")
                 assert sockaddr is not None
                 fd = self._sock.fileno()
-                op = Connect(fd, sockaddr, f"Error connecting to {address!r}")
+                # Trio's message is for a connect that failed after EINPROGRESS; an
+                # AF_UNIX connect fails at once, with the stdlib's message.
+                context = None if self.family == _sockaddr.AF_UNIX else f"Error connecting to {address!r}"
+                op = Connect(fd, sockaddr, context)
                 st = driver.fd(fd)
             except BaseException as exc:
                 await _raise_after_checkpoint(exc)
@@ -429,12 +451,18 @@ class UringSocket(_SocketType):
         (MSG_WAITALL: a short count means an error ended it). OSError for an error;
         ClosedResourceError if another task closes the socket meanwhile."""
         await checkpoint_if_cancelled()
+        # bytes go to C as they are; other buffers through ffi.from_buffer (a buffer
+        # it refuses is reported before a closed socket, as the stdlib's send does).
+        try:
+            buf = data if type(data) is bytes else ffi.from_buffer(data)
+        except BaseException as exc:
+            await _raise_after_checkpoint(exc)
         fd = self._sock.fileno()
         if fd == -1:
+            if buf is not data:
+                ffi.release(buf)
             await _raise_after_checkpoint(trio.ClosedResourceError("socket was already closed"))
         st = driver.fd(fd)
-        # bytes go to C as they are; other buffers through ffi.from_buffer.
-        buf = data if type(data) is bytes else ffi.from_buffer(data)
         total = len(buf)
         res = driver.send_now(st, buf, total, 0) if 0 < total <= _MAX_IO else 0
         if res == total or (res < 0 and not _would_block(res)):

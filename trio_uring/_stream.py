@@ -41,6 +41,7 @@ from __future__ import annotations
 import errno
 import operator
 import socket as _stdlib_socket
+import sys
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import trio
@@ -71,6 +72,7 @@ UringSocketStream = SocketStream
 UringSocketListener = SocketListener
 
 DEFAULT_RECEIVE_SIZE: Final = 65536  # trio/_highlevel_socket.py
+_BUFFER_TYPES: Final = frozenset((bytes, bytearray, memoryview))
 _CLOSED_ERRNOS: Final = frozenset((errno.EBADF, errno.ENOTSOCK))
 _TCP_NOTSENT_LOWAT: Final = getattr(_stdlib_socket, "TCP_NOTSENT_LOWAT", 25)
 _NOTSENT_LOWAT: Final = 2**14
@@ -101,6 +103,8 @@ async def _send_all(self: SocketStream, data: bytes | bytearray | memoryview) ->
         if driver is not None:
             if sock._did_shutdown_SHUT_WR:
                 raise trio.ClosedResourceError("can't send data after sending EOF")
+            if type(data) not in _BUFFER_TYPES:
+                memoryview(data).release()  # Trio's TypeError for what is not a buffer
             detector = self._send_conflict_detector
             if detector._held:
                 raise trio.BusyResourceError(detector._msg)
@@ -123,10 +127,12 @@ async def _receive_some(self: SocketStream, max_bytes: int | None = None) -> byt
             if max_bytes is None:
                 max_bytes = DEFAULT_RECEIVE_SIZE
             else:
-                if type(max_bytes) is not int:
-                    max_bytes = operator.index(max_bytes)  # TypeError, as socket.recv gives
-                if max_bytes < 1:
+                if max_bytes < 1:  # in Trio's order: this TypeError first, then socket.recv's
                     raise ValueError("max_bytes must be >= 1")
+                if type(max_bytes) is not int:
+                    max_bytes = operator.index(max_bytes)
+                if max_bytes > sys.maxsize:  # socket.recv's OverflowError, through Trio's path
+                    return await _trio_receive_some(self, max_bytes)
             try:
                 return await sock._receive_some(driver, max_bytes)
             except OSError as exc:
