@@ -301,3 +301,43 @@ def test_an_idle_run_does_not_busy_poll() -> None:
 
     cpu = trio_uring.run(main)
     assert cpu < 0.03, f"{cpu * 1000:.1f} ms of CPU during a 300 ms sleep"
+
+
+# ---------------------------------------------------------------- the registered ring fd
+
+
+def _ring_of_this_run() -> bool:
+    from trio_uring._iomanager import current_driver
+
+    driver = current_driver()
+    assert driver is not None
+    return bool(driver.ring.fd_registered)
+
+
+async def _registered_and_working() -> bool:
+    a, b = trio.socket.socketpair()
+    with a, b:
+        await a.send(b"ping")
+        assert await b.recv(10) == b"ping"
+    return _ring_of_this_run()
+
+
+def test_every_run_enters_its_ring_by_a_registered_index(stock_trio: None) -> None:
+    # A thread may hold 16 registered rings: a ring that kept its registration after
+    # closing would leave later runs on their fd (or, without the unregister, alive
+    # until the thread exits).
+    assert [trio_uring.run(_registered_and_working) for _ in range(40)] == [True] * 40
+
+
+def test_a_guest_runs_ring_is_entered_by_its_fd(stock_trio: None) -> None:
+    # Its waits happen on Trio's worker thread, which has no registration of its own.
+    import asyncio
+
+    async def host() -> bool:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[object] = loop.create_future()
+        trio_uring.start_guest_run(_registered_and_working, run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+                                   done_callback=done.set_result)  # fmt: skip
+        return (await asyncio.wait_for(done, 10)).unwrap()  # type: ignore[attr-defined,no-any-return]
+
+    assert asyncio.run(host()) is False

@@ -395,7 +395,9 @@ def test_every_sqe_writer_writes_an_allowed_opcode() -> None:
 def test_backend_register_ops_match_the_c_layer() -> None:
     source = (ROOT / "trio_uring" / "_ring.c").read_text()
     registered = set(re.findall(r"sys_register\([^,]+, (IORING_\w+)", source))
-    assert registered == {_restrict.REGISTER_OP_NAMES[op] for op in BACKEND_REGISTER_OPS}
+    # (RESTRICTIONS and ENABLE_RINGS are called from Python, trio_uring/_restrict.py.)
+    setup_in_c = {_restrict.REGISTER_RING_FDS}
+    assert registered == {_restrict.REGISTER_OP_NAMES[op] for op in BACKEND_REGISTER_OPS | setup_in_c}
 
 
 def test_constants_match_the_kernel_header() -> None:
@@ -409,6 +411,8 @@ def test_constants_match_the_kernel_header() -> None:
     assert values["IORING_REGISTER_ENABLE_RINGS"] == _restrict.REGISTER_ENABLE_RINGS
     assert values["IORING_REGISTER_PBUF_RING"] == _restrict.REGISTER_PBUF_RING
     assert values["IORING_UNREGISTER_PBUF_RING"] == _restrict.UNREGISTER_PBUF_RING
+    assert values["IORING_REGISTER_RING_FDS"] == _restrict.REGISTER_RING_FDS
+    assert values["IORING_UNREGISTER_RING_FDS"] == _restrict.UNREGISTER_RING_FDS
     assert values["IORING_RESTRICTION_REGISTER_OP"] == _restrict.RESTRICTION_REGISTER_OP
     assert values["IORING_RESTRICTION_SQE_OP"] == _restrict.RESTRICTION_SQE_OP
     assert values["IORING_RESTRICTION_SQE_FLAGS_ALLOWED"] == _restrict.RESTRICTION_SQE_FLAGS_ALLOWED
@@ -433,5 +437,5 @@ def test_the_tight_seccomp_profile_allows_exactly_the_register_ops_trio_uring_ma
     entries = [json.loads("\n".join(line[3:] for line in block.splitlines())) for block in blocks]
     (tight,) = [e for e in entries if isinstance(e, list)]
     allowed = {arg["value"] for e in tight if e["names"] == ["io_uring_register"] for arg in e["args"]}
-    assert allowed == set(BACKEND_REGISTER_OPS) | {_restrict.REGISTER_RESTRICTIONS, _restrict.REGISTER_ENABLE_RINGS}
+    assert allowed == set(BACKEND_REGISTER_OPS | _restrict.SETUP_REGISTER_OPS)
     assert all(e["action"] == "SCMP_ACT_ALLOW" for e in tight)

@@ -144,8 +144,14 @@ class UringIOManager:
         return self._reschedule
 
     def _open_ring(self, *, coop_taskrun: bool) -> Ring:
+        # A plain run's ring is entered by its one thread only: COOP_TASKRUN and a
+        # registered ring fd (both are that thread's). A guest run's is not.
         ring, self.restrictions = open_ring(
-            self.sq_entries, self.cq_entries, coop_taskrun=coop_taskrun, restrict=restrict_enabled(self.restrict)
+            self.sq_entries,
+            self.cq_entries,
+            coop_taskrun=coop_taskrun,
+            register_fd=coop_taskrun,
+            restrict=restrict_enabled(self.restrict),
         )
         return ring
 

@@ -88,6 +88,8 @@ SETUP_R_DISABLED: Final = 1 << 6  # 5.10
 REGISTER_PROBE: Final = 8
 REGISTER_RESTRICTIONS: Final = 11  # 5.10
 REGISTER_ENABLE_RINGS: Final = 12  # 5.10
+REGISTER_RING_FDS: Final = 20  # 5.18
+UNREGISTER_RING_FDS: Final = 21  # 5.18
 REGISTER_PBUF_RING: Final = 22  # 5.19
 UNREGISTER_PBUF_RING: Final = 23  # 5.19
 
@@ -109,6 +111,8 @@ REGISTER_OP_NAMES: Final = {
     REGISTER_PROBE: "IORING_REGISTER_PROBE",
     REGISTER_PBUF_RING: "IORING_REGISTER_PBUF_RING",
     UNREGISTER_PBUF_RING: "IORING_UNREGISTER_PBUF_RING",
+    REGISTER_RING_FDS: "IORING_REGISTER_RING_FDS",
+    UNREGISTER_RING_FDS: "IORING_UNREGISTER_RING_FDS",
 }
 
 # ---------------------------------------------------------------- the allowlist
@@ -124,8 +128,13 @@ BACKEND_OPCODES: Final = frozenset({Opcode.NOP} | {op.opcode for op in OPS})
 #: posts no CQE).
 BACKEND_SQE_FLAGS: Final = functools.reduce(operator.or_, (op.sqe_flags for op in OPS), 0)
 #: The io_uring_register opcodes it calls on an enabled ring: the opcode probe,
-#: and the provided-buffer ring's set-up and teardown.
-BACKEND_REGISTER_OPS: Final = frozenset({REGISTER_PROBE, REGISTER_PBUF_RING, UNREGISTER_PBUF_RING})
+#: the provided-buffer ring's set-up and teardown, and dropping the ring fd's
+#: registration when the ring closes (it is registered before the ring is enabled).
+BACKEND_REGISTER_OPS: Final = frozenset(
+    {REGISTER_PROBE, REGISTER_PBUF_RING, UNREGISTER_PBUF_RING, UNREGISTER_RING_FDS}
+)
+#: Those it calls while the ring is still disabled, before the restrictions hold.
+SETUP_REGISTER_OPS: Final = frozenset({REGISTER_RESTRICTIONS, REGISTER_ENABLE_RINGS, REGISTER_RING_FDS})
 
 # Declared by users of the low-level op API, for rings created after the call.
 _extra_opcodes: set[int] = set()
@@ -244,21 +253,28 @@ def _refused(what: str, rc: int) -> str:
 
 
 def open_ring(
-    sq_entries: int, cq_entries: int, *, coop_taskrun: bool = False, restrict: bool = True
+    sq_entries: int,
+    cq_entries: int,
+    *,
+    coop_taskrun: bool = False,
+    register_fd: bool = False,
+    restrict: bool = True,
 ) -> tuple[Ring, RingRestrictions]:
     """A new, enabled `Ring`, restricted to `allowed()` if ``restrict`` and the kernel
-    lets us; and what came of the restriction."""
+    lets us; and what came of the restriction. ``coop_taskrun``, ``register_fd``: as
+    for `Ring`."""
+    flags = {"coop_taskrun": coop_taskrun, "register_fd": register_fd}
     if not restrict:
-        return Ring(sq_entries, cq_entries, coop_taskrun=coop_taskrun), RingRestrictions(
+        return Ring(sq_entries, cq_entries, **flags), RingRestrictions(
             False, "turned off (UringIOManager.restrict = False, or TRIO_URING_RESTRICT=0)"
         )
     try:
-        ring = Ring(sq_entries, cq_entries, coop_taskrun=coop_taskrun, extra_flags=SETUP_R_DISABLED)
+        ring = Ring(sq_entries, cq_entries, **flags, extra_flags=SETUP_R_DISABLED)
     except UringUnavailableError as exc:
         if exc.errno != errno.EINVAL:
             raise
         # Perhaps only R_DISABLED is too new; if the plain ring fails too, that is the error.
-        ring = Ring(sq_entries, cq_entries, coop_taskrun=coop_taskrun)
+        ring = Ring(sq_entries, cq_entries, **flags)
         return ring, RingRestrictions(False, _refused("IORING_SETUP_R_DISABLED", -errno.EINVAL))
     try:
         allow = allowed()
@@ -273,7 +289,7 @@ def open_ring(
         if rc < 0:
             # A disabled ring takes no SQE: start again without R_DISABLED.
             ring.close()
-            ring = Ring(sq_entries, cq_entries, coop_taskrun=coop_taskrun)
+            ring = Ring(sq_entries, cq_entries, **flags)
             state = RingRestrictions(False, _refused("IORING_REGISTER_ENABLE_RINGS", rc))
     except BaseException:
         ring.close()

@@ -31,6 +31,14 @@
 #define __NR_io_uring_register 427
 #endif
 
+#ifndef IORING_REGISTER_RING_FDS
+#define IORING_REGISTER_RING_FDS 20
+#define IORING_UNREGISTER_RING_FDS 21
+#endif
+#ifndef IORING_ENTER_REGISTERED_RING
+#define IORING_ENTER_REGISTERED_RING (1U << 4)
+#endif
+
 #define load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 
 /* SQ flags saying CQEs are waiting in the kernel: overflowed ones (NODROP), or
@@ -53,11 +61,13 @@ static int sys_setup(unsigned entries, struct io_uring_params *p)
     return ret < 0 ? -errno : (int)ret;
 }
 
-static int sys_enter(int fd, unsigned to_submit, unsigned min_complete,
+/* io_uring_enter(2) on r: through its registered index when the calling thread
+ * registered one (tu_register_ring_fd), which spares the kernel the fd lookup. */
+static int sys_enter(const struct tu_ring *r, unsigned to_submit, unsigned min_complete,
                      unsigned flags, void *arg, size_t argsz)
 {
-    long ret = syscall(__NR_io_uring_enter, fd, to_submit, min_complete, flags,
-                       arg, argsz);
+    long ret = syscall(__NR_io_uring_enter, r->enter_fd, to_submit, min_complete,
+                       flags | r->enter_flags, arg, argsz);
     return ret < 0 ? -errno : (int)ret;
 }
 
@@ -76,7 +86,7 @@ int tu_ring_setup(struct tu_ring *r, unsigned entries, unsigned cq_entries,
     int ret;
 
     memset(r, 0, sizeof(*r));
-    r->fd = -1;
+    r->fd = r->enter_fd = -1;
     memset(&p, 0, sizeof(p));
     p.flags = flags;
     if (cq_entries) {
@@ -86,7 +96,7 @@ int tu_ring_setup(struct tu_ring *r, unsigned entries, unsigned cq_entries,
     ret = sys_setup(entries, &p);
     if (ret < 0)
         return ret;
-    r->fd = ret;
+    r->fd = r->enter_fd = ret;
     r->features = p.features;
     r->setup_flags = p.flags;
     r->sq_entries = p.sq_entries;
@@ -152,8 +162,38 @@ fail:
     return ret;
 }
 
+int tu_register_ring_fd(struct tu_ring *r)
+{
+    struct io_uring_rsrc_update up;
+    int ret;
+
+    if ((ret = unusable(r)))
+        return ret;
+    if (r->enter_flags)
+        return 0;
+    memset(&up, 0, sizeof(up));
+    up.offset = -1U;  /* any free index */
+    up.data = (uint64_t)r->fd;
+    ret = sys_register(r->fd, IORING_REGISTER_RING_FDS, &up, 1);
+    if (ret != 1)
+        return ret < 0 ? ret : -EINVAL;
+    r->enter_fd = (int)up.offset;
+    r->enter_flags = IORING_ENTER_REGISTERED_RING;
+    return 0;
+}
+
 void tu_ring_teardown(struct tu_ring *r)
 {
+    /* The registration holds a reference to the ring: without this, a closed
+     * ring would live on until the registering thread exits. */
+    if (r->enter_flags && !r->forked) {
+        struct io_uring_rsrc_update up;
+        memset(&up, 0, sizeof(up));
+        up.offset = (unsigned)r->enter_fd;
+        sys_register(r->fd, IORING_UNREGISTER_RING_FDS, &up, 1);
+    }
+    r->enter_flags = 0;
+    r->enter_fd = -1;
     free(r->stash);
     r->stash = NULL;
     r->stash_head = r->stash_len = r->stash_cap = 0;
@@ -305,7 +345,7 @@ int tu_submit(struct tu_ring *r)
     to_submit = publish(r);
     if (!to_submit)
         return 0;
-    return sys_enter(r->fd, to_submit, 0, 0, NULL, 0);
+    return sys_enter(r, to_submit, 0, 0, NULL, 0);
 }
 
 unsigned tu_cq_ready(struct tu_ring *r)
@@ -350,7 +390,7 @@ int tu_enter_wait(struct tu_ring *r, int submit, int64_t timeout_ns)
         flags = IORING_ENTER_GETEVENTS;  /* don't wait, but move them into the CQ */
     }
     if (to_submit || flags) {
-        ret = sys_enter(r->fd, to_submit, min_complete, flags, argp, argsz);
+        ret = sys_enter(r, to_submit, min_complete, flags, argp, argsz);
         if (ret < 0 && ret != -ETIME && !(ret == -EINTR && tu_cq_ready(r)))
             return ret;
     }
@@ -411,7 +451,7 @@ int tu_submit_sync(struct tu_ring *r)
         store_release(r->cq_khead, head);
         /* Posted during submission, so it is in the CQ, or in the kernel's
          * overflow list when the CQ was full: wait (GETEVENTS flushes). */
-        ret = sys_enter(r->fd, 0, 1, IORING_ENTER_GETEVENTS, NULL, 0);
+        ret = sys_enter(r, 0, 1, IORING_ENTER_GETEVENTS, NULL, 0);
         if (ret < 0 && ret != -EINTR)
             return ret;
     }
@@ -447,7 +487,7 @@ int tu_reap(struct tu_ring *r, int64_t *out, unsigned max)
             break;
         /* The CQ ran dry but the kernel holds more: CQEs that did not fit
          * (NODROP) or completions waiting for their task work. */
-        if (sys_enter(r->fd, 0, 0, IORING_ENTER_GETEVENTS, NULL, 0) < 0 ||
+        if (sys_enter(r, 0, 0, IORING_ENTER_GETEVENTS, NULL, 0) < 0 ||
             load_acquire(r->cq_ktail) == head)
             break;
     }

@@ -43,6 +43,9 @@ struct tu_ring {
     int forked;             /* set in a fork() child: every call refuses */
     uint64_t ops_submitted[TU_MAX_OPCODES];  /* SQEs written, by opcode */
 
+    /* Private: how io_uring_enter names the ring (fd, or registered index). */
+    int enter_fd;
+    unsigned enter_flags;
     /* Private: the mapped rings. */
     unsigned *sq_khead, *sq_ktail, *sq_kflags, *sq_array;
     unsigned sq_mask;
@@ -79,6 +82,10 @@ int tu_ring_setup(struct tu_ring *r, unsigned entries, unsigned cq_entries,
 void tu_ring_teardown(struct tu_ring *r);
 void tu_ring_mark_forked(struct tu_ring *r);
 int tu_ring_probe(struct tu_ring *r, uint8_t *supported, unsigned n);
+/* IORING_REGISTER_RING_FDS: later enters name the ring by its registered index.
+ * Registrations belong to the calling thread: only for a ring that thread alone
+ * enters (not a guest run's). 0, or -errno (the ring then goes on by its fd). */
+int tu_register_ring_fd(struct tu_ring *r);
 
 /* Publish every written SQE and hand them to the kernel (no waiting). */
 int tu_submit(struct tu_ring *r);

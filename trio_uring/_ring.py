@@ -239,13 +239,22 @@ class Ring:
     """One io_uring instance: SQ, CQ and the SQE array, mapped into this process."""
 
     def __init__(
-        self, sq_entries: int, cq_entries: int, *, coop_taskrun: bool = False, extra_flags: int = 0
+        self,
+        sq_entries: int,
+        cq_entries: int,
+        *,
+        coop_taskrun: bool = False,
+        register_fd: bool = False,
+        extra_flags: int = 0,
     ) -> None:
         """``coop_taskrun``: run completion work only when this thread enters the
         kernel, instead of interrupting it (IORING_SETUP_COOP_TASKRUN, with
         TASKRUN_FLAG to tell us when such work is pending). Only for rings whose
-        submitting thread also waits for completions. ``extra_flags``: more setup
-        flags, added to every attempt (trio_uring._restrict: R_DISABLED)."""
+        submitting thread also waits for completions. ``register_fd``: enter the
+        ring by a registered index (IORING_REGISTER_RING_FDS), which spares the
+        kernel an fd lookup per enter; the registration is this thread's, so only
+        for a ring no other thread enters. ``extra_flags``: more setup flags, added
+        to every attempt (trio_uring._restrict: R_DISABLED)."""
         if not 1 <= sq_entries <= 32768:
             raise ValueError(f"sq_entries must be between 1 and 32768, not {sq_entries}")
         if cq_entries < sq_entries:
@@ -273,6 +282,10 @@ class Ring:
             self.close()
             raise
         r = self._r
+        # Before restrictions are enabled (a restricted ring refuses the register
+        # op); a kernel that cannot is no reason to fail: enters go by the fd.
+        #: Whether io_uring_enter names this ring by a registered index.
+        self.fd_registered = register_fd and lib.tu_register_ring_fd(r) == 0
         self.fd: int = r.fd
         self.features: int = r.features
         self.sq_entries: int = r.sq_entries

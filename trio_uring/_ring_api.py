@@ -185,6 +185,7 @@ struct tu_ring {
     unsigned cq_entries;
     int forked;
     uint64_t ops_submitted[256];
+    unsigned enter_flags;
     ...;
 };
 
@@ -229,6 +230,12 @@ FUNCTIONS: tuple[Function, ...] = (
         "io_uring_setup(2) and the mmaps.",
     ),
     Function("tu_ring_teardown", "void", (_RING,), "Unmap and close (idempotent)."),
+    Function(
+        "tu_register_ring_fd",
+        "int",
+        (_RING,),
+        "IORING_REGISTER_RING_FDS: this thread's enters name the ring by index. 0 or -errno.",
+    ),
     Function("tu_ring_mark_forked", "void", (_RING,), "In a fork() child: forget the parent's mappings."),
     Function(
         "tu_ring_probe",
