@@ -21,7 +21,9 @@ from ._install import (
     start_guest_run,
     uninstall,
 )
+from ._files import open_file
 from ._iomanager import UringIOManager, UringStatistics
+from ._path import Path
 from ._ring import UringUnavailableError
 
 # Trio's own, under the names trio_uring's development versions gave their stream
@@ -35,6 +37,7 @@ from ._stream import serve_listeners as serve_listeners
 __version__ = "0.1.0"
 
 __all__ = [
+    "Path",
     "UringIOManager",
     "UringStatistics",
     "UringUnavailableError",
@@ -45,6 +48,7 @@ __all__ = [
     "is_available",
     "is_installed",
     "lowlevel",
+    "open_file",
     "open_tcp_listeners",
     "run",
     "serve_tcp",

@@ -68,6 +68,16 @@ __all__ = [
     "Send",
     "SendMsg",
     "Socket",
+    # Files (trio_uring._files):
+    "Close",
+    "FileRead",
+    "FileWrite",
+    "Fsync",
+    "MkdirAt",
+    "OpenAt",
+    "RenameAt",
+    "Statx",
+    "UnlinkAt",
 ]
 
 # The slot of its fd an op takes while it is in flight.
@@ -506,6 +516,223 @@ class AsyncCancel:
     since: ClassVar[str] = "5.5"
 
 
+# ---------------------------------------------------------------- files
+#
+# File ops name a path or a regular file's fd; the kernel runs them inline when it
+# can (a cached read) and in its io-wq threads otherwise. They take NO_SLOT:
+# Trio lets several tasks use one file at once (its threads queue on the file's
+# lock), so trio_uring._files serializes them with its own lock instead of raising
+# BusyResourceError. All are written with the generic ``sqe`` writer.
+
+AT_FDCWD: Final = -100
+_U64: Final = 0xFFFF_FFFF_FFFF_FFFF
+
+
+def _address(cdata: Any) -> int:
+    return int(ffi.cast("uintptr_t", cdata))
+
+
+class _FileOp(Op):
+    """A file op: SQE fields in, the CQE's res out (OSError for a negated errno,
+    naming ``filename`` as the stdlib does)."""
+
+    __slots__ = ("filename", "filename2")
+
+    def __init__(self, fd: int, filename: object = None, filename2: object = None) -> None:
+        super().__init__(fd)
+        self.filename = filename
+        self.filename2 = filename2
+
+    def result(self) -> int:
+        res = self.res
+        if res < 0:
+            err = -res
+            if self.filename is None:
+                raise os_error(err)
+            if self.filename2 is None:
+                raise OSError(err, os.strerror(err), self.filename)
+            raise OSError(err, os.strerror(err), self.filename, None, self.filename2)
+        return res
+
+
+def _c_path(path: bytes) -> Any:
+    return ffi.new("char[]", path)  # NUL-terminated, owned by the op until its CQE
+
+
+class OpenAt(_FileOp):
+    """IORING_OP_OPENAT of ``path`` (bytes, relative to ``dir_fd``); the CQE's res is the fd."""
+
+    __slots__ = ("c_path", "dir_fd", "mode", "open_flags")
+    opcode = Opcode.OPENAT
+    used_for = "trio_uring.open_file, Path.open"
+    since = "5.6"
+
+    def __init__(self, path: bytes, open_flags: int, mode: int, filename: object, dir_fd: int = AT_FDCWD) -> None:
+        super().__init__(-1, filename)
+        self.c_path = _c_path(path)
+        self.open_flags = open_flags
+        self.mode = mode
+        self.dir_fd = dir_fd
+
+    def write(self, w: Writers, user_data: int) -> int:
+        return w.sqe(
+            self.opcode, 0, 0, self.dir_fd, 0, _address(self.c_path), self.mode, self.open_flags, 0, 0, 0, user_data
+        )
+
+    def discard(self) -> None:
+        if self.res >= 0:  # a file opened for a caller who left: close it
+            close_quietly(self.res)
+
+
+class FileRead(_FileOp):
+    """IORING_OP_READ of up to ``nbytes`` into ``buf`` at ``offset`` (-1: the file
+    position, which the kernel advances). ``rw_flags`` RWF_NOWAIT: only what needs
+    no waiting (a cached read), else -EAGAIN at once."""
+
+    __slots__ = ("buf", "nbytes", "offset", "rw_flags")
+    opcode = Opcode.READ
+    used_for = "file read(), readinto(), readline()"
+    since = "5.6"
+
+    def __init__(self, fd: int, buf: Any, nbytes: int, offset: int = -1, rw_flags: int = 0) -> None:
+        super().__init__(fd)
+        self.buf = buf
+        self.nbytes = nbytes
+        self.offset = offset
+        self.rw_flags = rw_flags
+
+    def write(self, w: Writers, user_data: int) -> int:
+        return w.sqe(
+            self.opcode, 0, 0, self.fd, self.offset & _U64, _address(self.buf), self.nbytes, self.rw_flags,
+            0, 0, 0, user_data,
+        )  # fmt: skip
+
+    def result(self) -> int:
+        return min(super().result(), self.nbytes)  # never more than the buffer holds
+
+
+class FileWrite(FileRead):
+    """IORING_OP_WRITE of ``nbytes`` from ``buf`` at ``offset`` (-1: the file position)."""
+
+    __slots__ = ()
+    opcode = Opcode.WRITE
+    used_for = "file write(), writelines()"
+    since = "5.6"
+
+
+class Fsync(_FileOp):
+    """IORING_OP_FSYNC (``fsync_flags`` IORING_FSYNC_DATASYNC: fdatasync)."""
+
+    __slots__ = ("fsync_flags",)
+    opcode = Opcode.FSYNC
+    used_for = "trio_uring.fsync"
+    since = "5.1"
+
+    def __init__(self, fd: int, fsync_flags: int = 0) -> None:
+        super().__init__(fd)
+        self.fsync_flags = fsync_flags
+
+    def write(self, w: Writers, user_data: int) -> int:
+        return w.sqe(self.opcode, 0, 0, self.fd, 0, 0, 0, self.fsync_flags, 0, 0, 0, user_data)
+
+
+STATX_BASIC_STATS: Final = 0x7FF
+AT_EMPTY_PATH: Final = 0x1000
+AT_SYMLINK_NOFOLLOW: Final = 0x100
+AT_REMOVEDIR: Final = 0x200
+
+
+class Statx(_FileOp):
+    """IORING_OP_STATX of ``path`` (relative to ``dir_fd``; b"" with AT_EMPTY_PATH:
+    ``dir_fd`` itself) into a ``struct statx`` the op owns (256 bytes)."""
+
+    __slots__ = ("buf", "c_path", "dir_fd", "mask", "statx_flags")
+    opcode = Opcode.STATX
+    used_for = "Path.stat(), exists()"
+    since = "5.6"
+
+    def __init__(self, path: bytes, statx_flags: int, filename: object, dir_fd: int = AT_FDCWD) -> None:
+        super().__init__(-1, filename)
+        self.c_path = _c_path(path)
+        self.statx_flags = statx_flags
+        self.dir_fd = dir_fd
+        self.mask = STATX_BASIC_STATS
+        self.buf = ffi.new("char[]", 256)
+
+    def write(self, w: Writers, user_data: int) -> int:
+        return w.sqe(
+            self.opcode, 0, 0, self.dir_fd, _address(self.buf), _address(self.c_path), self.mask,
+            self.statx_flags, 0, 0, 0, user_data,
+        )  # fmt: skip
+
+
+class Close(_FileOp):
+    """IORING_OP_CLOSE of ``fd`` (whose FdState the caller has retired first)."""
+
+    __slots__ = ()
+    opcode = Opcode.CLOSE
+    used_for = "closing files"
+    since = "5.6"
+
+    def write(self, w: Writers, user_data: int) -> int:
+        return w.sqe(self.opcode, 0, 0, self.fd, 0, 0, 0, 0, 0, 0, 0, user_data)
+
+
+class RenameAt(_FileOp):
+    """IORING_OP_RENAMEAT of ``old`` to ``new`` (both relative to the working directory)."""
+
+    __slots__ = ("c_new", "c_old")
+    opcode = Opcode.RENAMEAT
+    used_for = "Path.rename(), replace()"
+    since = "5.11"
+
+    def __init__(self, old: bytes, new: bytes, filename: object, filename2: object) -> None:
+        super().__init__(-1, filename, filename2)
+        self.c_old = _c_path(old)
+        self.c_new = _c_path(new)
+
+    def write(self, w: Writers, user_data: int) -> int:
+        # len is the new path's dir fd, off its address (io_uring_prep_renameat(3)).
+        return w.sqe(
+            self.opcode, 0, 0, AT_FDCWD, _address(self.c_new), _address(self.c_old), AT_FDCWD & 0xFFFF_FFFF,
+            0, 0, 0, 0, user_data,
+        )  # fmt: skip
+
+
+class UnlinkAt(_FileOp):
+    """IORING_OP_UNLINKAT of ``path`` (``unlink_flags`` AT_REMOVEDIR: rmdir)."""
+
+    __slots__ = ("c_path", "unlink_flags")
+    opcode = Opcode.UNLINKAT
+    used_for = "Path.unlink(), rmdir()"
+    since = "5.11"
+
+    def __init__(self, path: bytes, unlink_flags: int, filename: object) -> None:
+        super().__init__(-1, filename)
+        self.c_path = _c_path(path)
+        self.unlink_flags = unlink_flags
+
+    def write(self, w: Writers, user_data: int) -> int:
+        return w.sqe(self.opcode, 0, 0, AT_FDCWD, 0, _address(self.c_path), 0, self.unlink_flags, 0, 0, 0, user_data)
+
+
+class MkdirAt(_FileOp):
+    """IORING_OP_MKDIRAT of ``path`` with ``mode``."""
+
+    __slots__ = ("c_path", "mode")
+    opcode = Opcode.MKDIRAT
+    used_for = "Path.mkdir()"
+    since = "5.15"
+
+    def __init__(self, path: bytes, mode: int, filename: object) -> None:
+        super().__init__(-1, filename)
+        self.c_path = _c_path(path)
+        self.mode = mode
+
+    def write(self, w: Writers, user_data: int) -> int:
+        return w.sqe(self.opcode, 0, 0, AT_FDCWD, 0, _address(self.c_path), self.mode, 0, 0, 0, 0, user_data)
+
+
 #: Every op class, for ``python -m trio_uring check`` and the restricted ring.
 OPS: tuple[type[Op] | type[AsyncCancel], ...] = (
     PollIn,
@@ -521,6 +748,15 @@ OPS: tuple[type[Op] | type[AsyncCancel], ...] = (
     RecvSelect,
     SendMsg,
     RecvMsg,
+    OpenAt,
+    FileRead,
+    FileWrite,
+    Fsync,
+    Statx,
+    Close,
+    RenameAt,
+    UnlinkAt,
+    MkdirAt,
 )
 
 
