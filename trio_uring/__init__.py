@@ -21,7 +21,7 @@ from ._install import (
     start_guest_run,
     uninstall,
 )
-from ._files import open_file
+from ._files import fsync, open_file
 from ._iomanager import UringIOManager, UringStatistics
 from ._path import Path
 from ._ring import UringUnavailableError
@@ -43,6 +43,7 @@ __all__ = [
     "UringUnavailableError",
     "check_available",
     "current_backend",
+    "fsync",
     "install",
     "install_temporarily",
     "is_available",

@@ -82,7 +82,7 @@ import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from ._iomanager import current_driver
-from ._ops import Close, FileRead, FileWrite, OpenAt, close_quietly
+from ._ops import Close, FileRead, FileWrite, Fsync, OpenAt, close_quietly
 from ._restrict import _kernel_supported
 from ._ring import NOT_SUBMITTED, Opcode, os_error
 from ._ring_cffi import ffi
@@ -92,12 +92,13 @@ if TYPE_CHECKING:
 
     from ._lifecycle import Driver, FdState
 
-__all__ = ["UringFile", "open_file", "ring_has"]
+__all__ = ["UringFile", "fsync", "open_file", "ring_has"]
 
 _EAGAIN: Final = -errno.EAGAIN
 _RWF_NOWAIT: Final = int(getattr(os, "RWF_NOWAIT", 8))
 _MAX_RW: Final = 0x7FFF_F000  # what one read(2)/write(2) moves at most on Linux
 _LINE_CHUNK: Final = 8192
+_FSYNC_DATASYNC: Final = 1  # IORING_FSYNC_DATASYNC
 
 #: Opcodes treated as missing whatever the kernel says (tests use it to take the
 #: thread path of a kernel without them).
@@ -178,7 +179,7 @@ async def open_file(
             return trio.wrap_file(obj)
         obj = open(fd, mode, buffering, closefd=False)  # noqa: SIM115
         _set_name(obj, name)
-        return UringFile(obj, driver, fd)
+        return UringFile(obj, driver, fd, buffering)
     except BaseException:
         close_quietly(fd)
         raise
@@ -217,8 +218,10 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
     object is in use: it is bypassed, see the module docs).
     """
 
-    def __init__(self, file: Any, driver: Driver, fd: int) -> None:
+    def __init__(self, file: Any, driver: Driver, fd: int, bufsize: int = 0) -> None:
         super().__init__(file)
+        #: The stdlib object's buffer size (what read1(-1) and peek read).
+        self._bufsize = bufsize if bufsize > 1 else _buffer_size(fd)
         self._driver = driver
         self._fd = fd
         self._st: FdState = driver.fd(fd)
@@ -231,7 +234,29 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
         # is closed when it is collected, as the stdlib's would be.
         self._finalizer = weakref.finalize(self, close_quietly, fd)
 
+    def __dir__(self) -> Iterable[str]:
+        # Trio's, less the methods the wrapped file lacks (a BufferedReader's readall).
+        cls = type(self)
+        return [
+            name
+            for name in super().__dir__()
+            if not isinstance(cls.__dict__.get(name), _IfWrappedHas) or hasattr(self._wrapped, name)
+        ]
+
     # ------------------------------------------------------------ one op
+
+    def _fd_now(self) -> int:
+        """The fd, for a system call of our own (lseek, fstat): refused once it is
+        retired (``notify_closing``), when the number may name another file."""
+        if self._st.retired:
+            raise trio.ClosedResourceError("another task closed this file")
+        return self._fd
+
+    def _unread(self, n: int) -> None:
+        """Put the file position back by ``n`` bytes read ahead or read by a call
+        that then failed (not on a retired fd: the number may be another file's)."""
+        if n and not self._st.retired:
+            os.lseek(self._fd, -n, os.SEEK_CUR)
 
     async def _op(self, op_class: type[FileRead], buf: Any, nbytes: int, offset: int = -1) -> int:
         """One READ or WRITE of ``nbytes`` at ``buf``: at once if the kernel can
@@ -277,7 +302,7 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
                     break
         except BaseException:
             if got:
-                os.lseek(self._fd, -got, os.SEEK_CUR)
+                self._unread(got)
             raise
         del buf[got:]
         return bytes(buf)
@@ -286,7 +311,8 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
         """To the end of the file, as FileIO.readall and BufferedReader.read(-1) do
         (reading until a READ returns nothing)."""
         try:
-            left = os.fstat(self._fd).st_size - os.lseek(self._fd, 0, os.SEEK_CUR)
+            fd = self._fd_now()
+            left = os.fstat(fd).st_size - os.lseek(fd, 0, os.SEEK_CUR)
         except OSError:
             left = 0
         chunks = []
@@ -302,7 +328,7 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
                 size = max(65536, got)
         except BaseException:
             if got:
-                os.lseek(self._fd, -got, os.SEEK_CUR)
+                self._unread(got)
             raise
         return b"".join(chunks)
 
@@ -350,7 +376,7 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
                 return await self._read_all()
             return await self._read_n(size, loop=not self._raw)
 
-        return await self._locked(work)  # type: ignore[no-any-return]
+        return await self._locked(work, partial(w.read, size))  # type: ignore[no-any-return]
 
     @_IfWrappedHas
     async def readall(self) -> bytes:
@@ -358,7 +384,7 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
         w = self._wrapped
         if self._closed or w.closed or not w.readable():
             return await self._thread(w.readall)  # type: ignore[no-any-return]
-        return await self._locked(self._read_all)  # type: ignore[no-any-return]
+        return await self._locked(self._read_all, w.readall)  # type: ignore[no-any-return]
 
     @_IfWrappedHas
     async def read1(self, size: int | None = -1, /) -> bytes:
@@ -369,12 +395,12 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
         if type(size) is not int or self._closed or w.closed or not w.readable():
             return await self._thread(w.read1, size)
         if size < 0:
-            size = io.DEFAULT_BUFFER_SIZE
+            size = self._bufsize
 
         async def work() -> bytes:
             return await self._read_n(size, loop=False) if size else b""
 
-        return await self._locked(work)  # type: ignore[no-any-return]
+        return await self._locked(work, partial(w.read1, size))  # type: ignore[no-any-return]
 
     async def _readinto(self, method: str, buffer: Any, loop: bool) -> int:
         w = self._wrapped
@@ -398,12 +424,12 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
                         break
             except BaseException:
                 if got:
-                    os.lseek(self._fd, -got, os.SEEK_CUR)
+                    self._unread(got)
                 raise
             return got
 
         try:
-            return await self._locked(work)  # type: ignore[no-any-return]
+            return await self._locked(work, partial(getattr(w, method), buffer))  # type: ignore[no-any-return]
         finally:
             view.release()
 
@@ -426,7 +452,7 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
             size = -1
         if type(size) is not int or self._closed or w.closed or not w.readable():
             return await self._thread(w.readline, size)
-        return await self._locked(partial(self._readline, size))  # type: ignore[no-any-return]
+        return await self._locked(partial(self._readline, size), partial(w.readline, size))  # type: ignore[no-any-return]
 
     async def _readline(self, size: int) -> bytes:
         parts: list[bytes] = []
@@ -441,7 +467,7 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
                 if end >= 0:
                     extra = len(chunk) - end - 1
                     if extra:
-                        os.lseek(self._fd, -extra, os.SEEK_CUR)
+                        self._unread(extra)
                     parts.append(chunk[: end + 1])
                     got += end + 1
                     break
@@ -449,7 +475,7 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
                 got += len(chunk)
         except BaseException:
             if got:
-                os.lseek(self._fd, -got, os.SEEK_CUR)
+                self._unread(got)
             raise
         return b"".join(parts)
 
@@ -477,11 +503,11 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
                 if not line:
                     return out
                 out.append(line)
-                total += len(line)
-                if total >= hint:
+                if len(line) > hint - total:  # as IOBase.readlines counts
                     return out
+                total += len(line)
 
-        return await self._locked(work)  # type: ignore[no-any-return]
+        return await self._locked(work, partial(w.readlines, hint))  # type: ignore[no-any-return]
 
     @_IfWrappedHas
     async def peek(self, size: int = 0, /) -> bytes:
@@ -491,14 +517,15 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
             return await self._thread(w.peek, size)
 
         async def work() -> bytes:
-            pos = os.lseek(self._fd, 0, os.SEEK_CUR)
-            n = _buffer_size(self._fd)
+            fd = self._fd_now()
+            pos = os.lseek(fd, 0, os.SEEK_CUR)
+            n = self._bufsize
             buf = bytearray(n)
             with memoryview(buf) as view:
                 k = await self._read_into(view, n, pos)
             return bytes(buf[:k])
 
-        return await self._locked(work)  # type: ignore[no-any-return]
+        return await self._locked(work, partial(w.peek, size))  # type: ignore[no-any-return]
 
     async def __anext__(self) -> bytes:
         line = await self.readline()
@@ -526,7 +553,7 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
             return await self._write_all(view, loop=not self._raw)
 
         try:
-            return await self._locked(work)  # type: ignore[no-any-return]
+            return await self._locked(work, partial(w.write, data))  # type: ignore[no-any-return]
         finally:
             view.release()
 
@@ -552,7 +579,7 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
             if data:
                 await self._write_all(memoryview(data), loop=True)
 
-        await self._locked(work)
+        await self._locked(work, partial(w.writelines, ()))
         if error is not None:
             raise error
 
@@ -563,9 +590,11 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
         fn = getattr(self._wrapped, method)
 
         async def work() -> Any:
+            if not self._closed:
+                self._fd_now()
             return fn(*args)
 
-        return await self._locked(work, closed_ok=True)
+        return await self._locked(work, None)
 
     @_IfWrappedHas
     async def seek(self, target: int, whence: int = 0, /) -> int:
@@ -588,16 +617,20 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
         w = self._wrapped
 
         async def work() -> int:
+            if not self._closed:
+                self._fd_now()
             return await self._thread(w.truncate, size)  # type: ignore[no-any-return]
 
-        return await self._locked(work, closed_ok=True)  # type: ignore[no-any-return]
+        return await self._locked(work, None)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ the lock, close, detach
 
-    async def _locked(self, work: Callable[[], Any], closed_ok: bool = False) -> Any:
+    async def _locked(self, work: Callable[[], Any], if_closed: Callable[[], object] | None) -> Any:
         """Run ``work`` as this file's one call in progress. A checkpoint, like
         every Trio file call: a cancel point first, and a schedule point at the end
-        if ``work`` did not wait (its errors raised after it)."""
+        if ``work`` did not wait (its errors raised after it). ``if_closed``: the
+        stdlib's own call, which raises its error for a closed file (None: ``work``
+        runs anyway, the stdlib call in it raises)."""
         await checkpoint_if_cancelled()
         lock = self._lock
         waited = False
@@ -607,7 +640,8 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
             await lock.acquire()
             waited = True
         try:
-            if self._closed and not closed_ok:
+            if self._closed and if_closed is not None:
+                if_closed()  # raises (a closed file does no I/O)
                 raise ValueError("I/O operation on closed file.")
             self._yielded = waited
             result = await work()
@@ -647,18 +681,19 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
             else:
                 await trio.to_thread.run_sync(os.close, fd)
 
-    @_IfWrappedHas
     async def detach(self) -> Any:
         """Like Trio's detach: the raw file, as an async file object (through the ring)."""
+        detach = self._wrapped.detach  # (AttributeError for a raw file, as Trio's)
+
         async def work() -> UringFile:
-            raw = self._wrapped.detach()
+            raw = detach()
             self._closed = True
             self._finalizer.detach()
             new = UringFile.__new__(UringFile)
-            UringFile.__init__(new, raw, self._driver, self._fd)
+            UringFile.__init__(new, raw, self._driver, self._fd, self._bufsize)
             return new
 
-        return await self._locked(work)
+        return await self._locked(work, detach)
 
 
 def _buffer_size(fd: int) -> int:
@@ -669,3 +704,16 @@ def _buffer_size(fd: int) -> int:
         size = 0
     return size if size > 1 else io.DEFAULT_BUFFER_SIZE
 
+
+async def fsync(file: Any, *, datasync: bool = False) -> None:
+    """``os.fsync`` (``datasync``: ``os.fdatasync``) of ``file`` (an fd, or an object
+    with ``fileno()``: an async file object too), as IORING_OP_FSYNC on the io_uring
+    backend, in Trio's thread path elsewhere. A checkpoint."""
+    fd = file if isinstance(file, int) else file.fileno()
+    driver = current_driver()
+    if driver is None or not ring_has(driver, Opcode.FSYNC):
+        await trio.to_thread.run_sync(os.fdatasync if datasync else os.fsync, fd)
+        return
+    await checkpoint_if_cancelled()
+    st = file._st if isinstance(file, UringFile) else driver.fd(fd)
+    await driver.perform(Fsync(fd, _FSYNC_DATASYNC if datasync else 0), st)
