@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 # _trio_contract first: a clear ImportError if this Trio lacks what the others import.
 from . import _trio_contract as _trio_contract
 from . import lowlevel, socket  # socket also installs the socket layer
+from ._files import fsync, open_file
 from ._install import (
     check_available,
     current_backend,
@@ -21,7 +22,6 @@ from ._install import (
     start_guest_run,
     uninstall,
 )
-from ._files import fsync, open_file
 from ._iomanager import UringIOManager, UringStatistics
 from ._path import Path
 from ._ring import UringUnavailableError

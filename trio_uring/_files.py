@@ -367,7 +367,7 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
         if size is None:
             size = -1
         if type(size) is not int or self._closed or w.closed or not w.readable() or (size < -1 and not self._raw):
-            return await self._thread(w.read, size)  # (raises before any I/O)
+            return await self._thread(w.read, size)  # type: ignore[no-any-return]  # (raises before any I/O)
 
         async def work() -> bytes:
             if size == 0:
@@ -393,7 +393,7 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
         if size is None:
             size = -1
         if type(size) is not int or self._closed or w.closed or not w.readable():
-            return await self._thread(w.read1, size)
+            return await self._thread(w.read1, size)  # type: ignore[no-any-return]
         if size < 0:
             size = self._bufsize
 
@@ -451,7 +451,7 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
         if size is None:
             size = -1
         if type(size) is not int or self._closed or w.closed or not w.readable():
-            return await self._thread(w.readline, size)
+            return await self._thread(w.readline, size)  # type: ignore[no-any-return]
         return await self._locked(partial(self._readline, size), partial(w.readline, size))  # type: ignore[no-any-return]
 
     async def _readline(self, size: int) -> bytes:
@@ -514,7 +514,7 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
         """Like BufferedReader.peek: what one buffer fill would hold, position unchanged."""
         w = self._wrapped
         if type(size) is not int or self._closed or w.closed or not w.readable():
-            return await self._thread(w.peek, size)
+            return await self._thread(w.peek, size)  # type: ignore[no-any-return]
 
         async def work() -> bytes:
             fd = self._fd_now()
@@ -671,10 +671,13 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
         try:
             self._wrapped.close()  # marks it closed; closefd=False: the fd is ours
         finally:
-            driver, fd = self._driver, self._fd
-            if driver.closed:
-                os.close(fd)
-                return
+            await self._close_fd()
+
+    async def _close_fd(self) -> None:
+        driver, fd = self._driver, self._fd
+        if driver.closed:  # (the run's ring is gone: nothing of ours can reach the fd)
+            os.close(fd)
+        else:
             driver.notify_closing(fd)
             if ring_has(driver, Opcode.CLOSE):
                 await driver.perform(Close(fd), None)

@@ -36,9 +36,15 @@ from ._ring import Opcode
 from ._ring_cffi import ffi
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._lifecycle import Driver
 
 __all__ = ["Path"]
+
+# What open() makes of encoding=None (io.text_encoding: "locale", and the
+# EncodingWarning of -X warn_default_encoding), as pathlib calls it.
+_text_encoding: Callable[[str | None], str] = io.text_encoding  # type: ignore[attr-defined]
 
 _IGNORED_BY_EXISTS = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
 
@@ -66,7 +72,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
 
     # ------------------------------------------------------------ files
 
-    async def open(  # type: ignore[override]
+    async def open(
         self,
         mode: str = "r",
         buffering: int = -1,
@@ -76,7 +82,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
     ) -> Any:
         """Like `trio.Path.open`: `trio_uring.open_file`."""
         if "b" not in mode:
-            encoding = io.text_encoding(encoding)
+            encoding = _text_encoding(encoding)
         return await open_file(self, mode, buffering, encoding, errors, newline)
 
     async def read_bytes(self) -> bytes:
@@ -86,31 +92,31 @@ class Path(trio.Path, pathlib.PurePosixPath):
 
     async def read_text(self, encoding: str | None = None, errors: str | None = None) -> str:
         """Like pathlib's read_text: the bytes through the ring, decoded as the stdlib does."""
-        encoding = io.text_encoding(encoding)
+        encoding = _text_encoding(encoding)
         async with await open_file(self, "rb") as f:
             if not isinstance(f, UringFile):  # not a regular file: the thread path, as Trio
-                return await trio.Path.read_text(self, encoding, errors)  # type: ignore[arg-type]
+                return await trio.Path.read_text(self, encoding, errors)
             data = await f.read()
         with io.TextIOWrapper(io.BytesIO(data), encoding=encoding, errors=errors) as text:
             return text.read()
 
-    async def write_bytes(self, data: Any) -> int:  # type: ignore[override]
+    async def write_bytes(self, data: Any) -> int:
         """Like pathlib's write_bytes."""
         view = memoryview(data)
         async with await self.open("wb") as f:
             return await f.write(view)  # type: ignore[no-any-return]
 
-    async def write_text(  # type: ignore[override]
+    async def write_text(
         self, data: str, encoding: str | None = None, errors: str | None = None, newline: str | None = None
     ) -> int:
         """Like pathlib's write_text: the file is opened (truncated) first, then the
         text encoded as the stdlib's TextIOWrapper does, and written through the ring."""
         if not isinstance(data, str):
             raise TypeError(f"data must be str, not {data.__class__.__name__}")
-        encoding = io.text_encoding(encoding)
+        encoding = _text_encoding(encoding)
         async with await open_file(self, "wb") as f:
             if not isinstance(f, UringFile):
-                return await trio.Path.write_text(self, data, encoding, errors, newline)  # type: ignore[arg-type]
+                return await trio.Path.write_text(self, data, encoding, errors, newline)
             out = io.BytesIO()
             with io.TextIOWrapper(out, encoding=encoding, errors=errors, newline=newline, write_through=True) as text:
                 n = text.write(data)
@@ -121,7 +127,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
 
     # ------------------------------------------------------------ metadata
 
-    async def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:  # type: ignore[override]
+    async def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
         """Like pathlib's stat: IORING_OP_STATX."""
         driver = self._driver_for(Opcode.STATX)
         path = self._c_path()
@@ -185,7 +191,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
             return await trio.Path.rmdir(self)
         await self._perform(driver, UnlinkAt(path, AT_REMOVEDIR, pathlib.PosixPath(self)))
 
-    async def rename(self, target: Any) -> Path:  # type: ignore[override]
+    async def rename(self, target: Any) -> Path:
         """Like pathlib's rename: IORING_OP_RENAMEAT. Returns the new path."""
         driver = self._driver_for(Opcode.RENAMEAT)
         path = self._c_path()
@@ -194,11 +200,11 @@ class Path(trio.Path, pathlib.PurePosixPath):
         except TypeError:
             new = None
         if driver is None or path is None or new is None or b"\0" in new:
-            return await trio.Path.rename(self, target)  # type: ignore[return-value]
+            return await trio.Path.rename(self, target)
         await self._perform(driver, RenameAt(path, new, pathlib.PosixPath(self), target))
         return self.__class__(target)
 
-    async def replace(self, target: Any) -> Path:  # type: ignore[override]
+    async def replace(self, target: Any) -> Path:
         """Like pathlib's replace (on Linux, rename)."""
         return await self.rename(target)
 
