@@ -570,7 +570,6 @@ def test_retired_fd_reaches_nothing(tmp_path: pathlib.Path) -> None:
         for fn in calls:
             with pytest.raises(trio.ClosedResourceError):
                 await fn()
-        f._finalizer.detach()
         f._closed = True
         _assert_untouched(number, tmp_path)
 
@@ -608,7 +607,6 @@ def test_unread_after_the_fd_is_retired_mid_call(tmp_path: pathlib.Path) -> None
                 await f.readline()
         finally:
             driver.start = real_start  # type: ignore[method-assign]
-        f._finalizer.detach()
         f._closed = True
         _assert_untouched(number, tmp_path)
 

@@ -74,7 +74,7 @@ import io
 import os
 import stat
 import types
-import weakref
+import warnings
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
@@ -210,6 +210,31 @@ class _IfWrappedHas:
         return types.MethodType(self.fn, obj)
 
 
+class _CallLock:
+    """A file's calls one at a time, in arrival order: trio.Lock's FIFO hand-off,
+    without its owner bookkeeping (cheaper, and any task may release it)."""
+
+    __slots__ = ("busy", "lot")
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.lot = trio.lowlevel.ParkingLot()
+
+    async def acquire(self) -> bool:
+        """Take it; whether that waited (a schedule point). Cancellable while waiting."""
+        if not self.busy:
+            self.busy = True
+            return False
+        await self.lot.park()  # woken holding it (handed over by release)
+        return True
+
+    def release(self) -> None:
+        if self.lot:
+            self.lot.unpark()  # still busy: it is the woken task's now
+        else:
+            self.busy = False
+
+
 class UringFile(trio._file_io.AsyncIOWrapper[Any]):
     """The asynchronous file object of a binary regular file on the io_uring backend.
 
@@ -225,14 +250,19 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
         self._driver = driver
         self._fd = fd
         self._st: FdState = driver.fd(fd)
-        self._lock = trio.Lock()
+        self._lock = _CallLock()
         self._raw = isinstance(file, io.FileIO)  # buffering=0: one op per call, as FileIO
         self._nowait = True  # RWF_NOWAIT first (off once the kernel says EOPNOTSUPP)
         self._closed = False
         self._yielded = False  # whether the call in progress has passed a schedule point
+
+    def __del__(self) -> None:
         # The fd is ours (the stdlib object has closefd=False): a file nobody closed
-        # is closed when it is collected, as the stdlib's would be.
-        self._finalizer = weakref.finalize(self, close_quietly, fd)
+        # is closed when it is collected, with the stdlib's warning.
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            warnings.warn(f"unclosed file {self._wrapped!r}", ResourceWarning, source=self, stacklevel=1)
+            close_quietly(self._fd)
 
     def __dir__(self) -> Iterable[str]:
         # Trio's, less the methods the wrapped file lacks (a BufferedReader's readall).
@@ -284,7 +314,8 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
     def _release_if_done(self, cbuf: Any) -> None:
         # A buffer the kernel may still write into (an op of a task thrown out of a
         # dying run) is kept by that op's record instead.
-        if not any(getattr(op, "buf", None) is cbuf for op in (self._st.background or ())):
+        background = self._st.background
+        if not background or not any(getattr(op, "buf", None) is cbuf for op in background):
             ffi.release(cbuf)
 
     async def _read_n(self, n: int, loop: bool) -> bytes:
@@ -633,12 +664,7 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
         runs anyway, the stdlib call in it raises)."""
         await checkpoint_if_cancelled()
         lock = self._lock
-        waited = False
-        try:
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            await lock.acquire()
-            waited = True
+        waited = await lock.acquire()
         try:
             if self._closed and if_closed is not None:
                 if_closed()  # raises (a closed file does no I/O)
@@ -660,14 +686,20 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
         the fd with IORING_OP_CLOSE (after ``notify_closing``: nothing of this file
         reaches whatever takes the number next)."""
         with trio.CancelScope(shield=True):
-            async with self._lock:  # (a schedule point)
+            lock = self._lock
+            waited = await lock.acquire()
+            try:
                 if not self._closed:
                     await self._close()
+                    waited = True
+            finally:
+                lock.release()
+            if not waited:
+                await cancel_shielded_checkpoint()
         await checkpoint_if_cancelled()
 
     async def _close(self) -> None:
         self._closed = True
-        self._finalizer.detach()
         try:
             self._wrapped.close()  # marks it closed; closefd=False: the fd is ours
         finally:
@@ -690,8 +722,7 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
 
         async def work() -> UringFile:
             raw = detach()
-            self._closed = True
-            self._finalizer.detach()
+            self._closed = True  # the fd is the new object's
             new = UringFile.__new__(UringFile)
             UringFile.__init__(new, raw, self._driver, self._fd, self._bufsize)
             return new
