@@ -476,36 +476,53 @@ def _assert_untouched(number: int, tmp_path: pathlib.Path) -> None:
     os.close(number)
 
 
-@pytest.mark.parametrize("nowait", [True, False])
-def test_aclose_waits_for_the_call_in_progress(tmp_path: pathlib.Path, nowait: bool) -> None:
-    """Another task closes the file while a read is in the kernel, and a new file
-    takes the number at once: the read completes with the old file's bytes (as
-    closing a buffered file waits for a read in a thread), the new file sees nothing."""
+@contextmanager
+def after_first(driver: Driver, op_class: type, action: Callable[[], None]) -> Iterator[None]:
+    """Run ``action`` right after the first ``op_class`` SQE is written."""
+    real_start = driver.start
+
+    def start(op: Any, st: Any) -> None:
+        real_start(op, st)
+        if type(op) is op_class:
+            driver.start = real_start  # type: ignore[method-assign]
+            action()
+
+    driver.start = start  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        driver.start = real_start  # type: ignore[method-assign]
+
+
+LONG_LINE = b"y" * 100_000 + b"\n" + b"next"
+
+
+def test_aclose_waits_for_the_call_in_progress(tmp_path: pathlib.Path) -> None:
+    """Another task closes the file while a call is between two of its READs (a long
+    line: 8 KiB each), and a new file takes the number at once: the call completes
+    with the old file's bytes (as closing a buffered file waits for the read in a
+    thread), the new file sees nothing, later calls raise the stdlib's ValueError."""
     path = tmp_path / "f"
-    data = os.urandom(300_000)
-    path.write_bytes(data)
+    path.write_bytes(LONG_LINE)
 
     async def main() -> None:
         f = await trio_uring.open_file(path, "rb")
         assert isinstance(f, UringFile)
-        f._nowait = nowait  # False: every op waits for its CQE, parked in the kernel
+        f._nowait = False  # every READ waits for its CQE
         number = f.fileno()
-        result: list[bytes] = []
-
-        async def reader() -> None:
-            result.append(await f.read(len(data)))
+        closed = trio.Event()
 
         async def closer() -> None:
             await f.aclose()
             _new_file_at(number, tmp_path)
+            closed.set()
             with pytest.raises(ValueError, match="closed file"):
                 await f.read(1)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(reader)
-            await trio.testing.wait_all_tasks_blocked()
-            nursery.start_soon(closer)
-        assert result == [data]
+            with after_first(f._driver, FileRead, lambda: nursery.start_soon(closer)):
+                assert await f.readline() == LONG_LINE[:100_001]
+            await closed.wait()
         _assert_untouched(number, tmp_path)
 
     trio_uring.run(main)
@@ -513,7 +530,7 @@ def test_aclose_waits_for_the_call_in_progress(tmp_path: pathlib.Path, nowait: b
 
 def test_calls_queued_behind_a_close_raise_valueerror(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "f"
-    path.write_bytes(b"x" * 100_000)
+    path.write_bytes(LONG_LINE)
 
     async def main() -> None:
         f = await trio_uring.open_file(path, "r+b")
@@ -527,16 +544,21 @@ def test_calls_queued_behind_a_close_raise_valueerror(tmp_path: pathlib.Path) ->
             except ValueError as exc:
                 outcomes.append(str(exc))
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(call, lambda: f.read(100_000))
-            await trio.testing.wait_all_tasks_blocked()
-            nursery.start_soon(f.aclose)
-            await trio.testing.wait_all_tasks_blocked()
+        async def queue_behind_aclose() -> None:
+            while not f._lock.lot:  # until aclose waits for the readline
+                await trio.lowlevel.checkpoint()
             for fn in (lambda: f.write(b"late"), lambda: f.read(5), lambda: f.readline(), lambda: f.seek(0)):
                 nursery.start_soon(call, fn)
+
+        def start_the_rest() -> None:
+            nursery.start_soon(f.aclose)
+            nursery.start_soon(queue_behind_aclose)
+
+        async with trio.open_nursery() as nursery:
+            with after_first(f._driver, FileRead, start_the_rest):
+                assert await f.readline() == LONG_LINE[:100_001]
             await trio.testing.wait_all_tasks_blocked()
             _new_file_at(number, tmp_path)
-        assert outcomes[0] == b"x" * 100_000
         stdlib = open(path, "r+b")  # noqa: SIM115
         stdlib.close()
         expected = []
@@ -544,8 +566,8 @@ def test_calls_queued_behind_a_close_raise_valueerror(tmp_path: pathlib.Path) ->
             with pytest.raises(ValueError) as info:
                 fn()
             expected.append(str(info.value))
-        assert sorted(map(str, outcomes[1:])) == sorted(expected)
-        assert path.read_bytes() == b"x" * 100_000
+        assert sorted(map(str, outcomes)) == sorted(expected)
+        assert path.read_bytes() == LONG_LINE
         _assert_untouched(number, tmp_path)
 
     trio_uring.run(main)
