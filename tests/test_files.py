@@ -890,3 +890,72 @@ def test_path_uses_the_ring(tmp_path: pathlib.Path) -> None:
             assert after.get(name, 0) > before.get(name, 0), name
 
     trio_uring.run(main)
+
+
+# ---------------------------------------------------------------- unchanged code (opt-in)
+
+
+@pytest.fixture
+def ring_files() -> Iterator[None]:
+    trio_uring.use_ring_files(True)
+    try:
+        yield
+    finally:
+        trio_uring.use_ring_files(False)
+
+
+def test_unchanged_trio_code_takes_the_ring_when_asked(tmp_path: pathlib.Path, ring_files: None) -> None:
+    path = tmp_path / "f"
+
+    async def main() -> None:
+        before = dict(trio.lowlevel.current_statistics().io_statistics.ops_submitted)
+        p = trio.Path(path)
+        assert type(p) is trio.PosixPath
+        await p.write_bytes(b"abc\n")
+        assert await p.read_text() == "abc\n"
+        assert (await p.stat()).st_size == 4
+        async with await trio.open_file(path, "r+b") as f:
+            assert isinstance(f, UringFile)
+            assert await f.readline() == b"abc\n"
+        async with await p.open("rb") as f:
+            assert isinstance(f, UringFile)
+        q = await p.rename(tmp_path / "g")
+        assert type(q) is trio.PosixPath
+        await q.unlink()
+        assert not await q.exists()
+        after = trio.lowlevel.current_statistics().io_statistics.ops_submitted
+        for name in ("OPENAT", "WRITE", "READ", "CLOSE", "STATX", "RENAMEAT", "UNLINKAT"):
+            assert after.get(name, 0) > before.get(name, 0), name
+        assert trio.to_thread.current_default_thread_limiter().statistics().borrowed_tokens == 0
+
+    trio_uring.run(main)
+
+
+def test_unchanged_trio_code_elsewhere_and_switched_off(
+    tmp_path: pathlib.Path, ring_files: None, stock_trio: None
+) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"abc")
+
+    async def on_epoll() -> None:
+        f = await trio.open_file(path, "rb")
+        assert type(f) is trio._file_io.AsyncIOWrapper
+        await f.aclose()
+        assert await trio.Path(path).read_bytes() == b"abc"
+        assert await trio.Path(path).exists()
+
+    trio.run(on_epoll)
+    trio_uring.use_ring_files(False)
+    assert trio.open_file is _files.trio_open_file
+
+    async def off() -> None:
+        f = await trio.open_file(path, "rb")
+        assert type(f) is trio._file_io.AsyncIOWrapper
+        await f.aclose()
+        before = dict(trio.lowlevel.current_statistics().io_statistics.ops_submitted)
+        assert await trio.Path(path).read_bytes() == b"abc"
+        assert trio.lowlevel.current_statistics().io_statistics.ops_submitted.get("OPENAT", 0) == before.get(
+            "OPENAT", 0
+        )
+
+    trio_uring.run(off)

@@ -33,6 +33,7 @@ from ._stream import UringSocketStream as UringSocketStream
 from ._stream import open_tcp_listeners, serve_tcp, use_fast_trio_streams
 from ._stream import open_tcp_stream as open_tcp_stream
 from ._stream import serve_listeners as serve_listeners
+from ._trio_files import use_ring_files
 
 __version__ = "0.1.0"
 
@@ -57,6 +58,7 @@ __all__ = [
     "start_guest_run",
     "uninstall",
     "use_fast_trio_streams",
+    "use_ring_files",
 ]
 
 # Tracebacks and reprs name the public module (trio_uring.UringUnavailableError, not

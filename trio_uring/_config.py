@@ -8,6 +8,9 @@
     TRIO_URING_TRIO_STREAMS
                         0 leaves Trio's SocketStream & co. Trio's own on the backend
                         (trio_uring._stream)
+    TRIO_URING_TRIO_FILES
+                        1 sends trio.open_file and trio.Path's file methods through
+                        the ring on the backend (trio_uring._trio_files)
     TRIO_URING_UNTESTED_TRIO
                         1 accepts a Trio release outside the tested range
                         (trio_uring._trio_contract)

@@ -100,6 +100,9 @@ _MAX_RW: Final = 0x7FFF_F000  # what one read(2)/write(2) moves at most on Linux
 _LINE_CHUNK: Final = 8192
 _FSYNC_DATASYNC: Final = 1  # IORING_FSYNC_DATASYNC
 
+#: Trio's own, whatever `trio_uring.use_ring_files` does to ``trio.open_file`` later.
+trio_open_file: Final = trio.open_file
+
 #: Opcodes treated as missing whatever the kernel says (tests use it to take the
 #: thread path of a kernel without them).
 disabled_opcodes: set[int] = set()
@@ -155,17 +158,17 @@ async def open_file(
         or not isinstance(file, (str, bytes, os.PathLike))
         or not ring_has(driver, Opcode.OPENAT)
     ):
-        return await trio.open_file(file, mode, buffering, encoding, errors, newline, closefd, opener)
+        return await trio_open_file(file, mode, buffering, encoding, errors, newline, closefd, opener)
     flags, binary = parsed
     if binary and (encoding is not None or errors is not None or newline is not None or buffering == 1):
-        return await trio.open_file(file, mode, buffering, encoding, errors, newline, closefd, opener)
+        return await trio_open_file(file, mode, buffering, encoding, errors, newline, closefd, opener)
     try:
         name = os.fspath(file)
         path = os.fsencode(name)
     except TypeError:
-        return await trio.open_file(file, mode, buffering, encoding, errors, newline, closefd, opener)
+        return await trio_open_file(file, mode, buffering, encoding, errors, newline, closefd, opener)
     if b"\0" in path:
-        return await trio.open_file(file, mode, buffering, encoding, errors, newline, closefd, opener)
+        return await trio_open_file(file, mode, buffering, encoding, errors, newline, closefd, opener)
     await checkpoint_if_cancelled()
     fd = await driver.perform(OpenAt(path, flags, 0o666, name), None)
     try:

@@ -24,7 +24,7 @@ import os
 import pathlib
 import stat as _stat
 import struct
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import trio
 from trio.lowlevel import checkpoint_if_cancelled
@@ -49,26 +49,21 @@ _text_encoding: Callable[[str | None], str] = io.text_encoding  # type: ignore[a
 _IGNORED_BY_EXISTS = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
 
 
+#: The methods this module does through the ring, and Trio's own versions of them
+#: (whatever `trio_uring.use_ring_files` does to trio.Path later).
+RING_METHODS: Final = (
+    "open", "read_bytes", "read_text", "write_bytes", "write_text", "stat", "exists", "is_file", "is_dir",
+    "unlink", "rmdir", "rename", "replace", "mkdir",
+)  # fmt: skip
+TRIO_PATH: Final[dict[str, Any]] = {name: getattr(trio.Path, name) for name in RING_METHODS}
+
+
 class Path(trio.Path, pathlib.PurePosixPath):
     """`trio.Path`, with open, read/write_bytes/text, stat, exists, is_file, is_dir,
     unlink, rmdir, rename, replace and mkdir through the ring."""
 
     __slots__ = ()
     _wrapped_cls: ClassVar[type[pathlib.Path]] = pathlib.PosixPath
-
-    def _driver_for(self, opcode: Opcode) -> Driver | None:
-        driver = current_driver()
-        if driver is None or not ring_has(driver, opcode):
-            return None
-        return driver
-
-    def _c_path(self) -> bytes | None:
-        path = os.fsencode(self)
-        return None if b"\0" in path else path
-
-    async def _perform(self, driver: Driver, op: Op) -> Any:
-        await checkpoint_if_cancelled()
-        return await driver.perform(op, None)
 
     # ------------------------------------------------------------ files
 
@@ -95,7 +90,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
         encoding = _text_encoding(encoding)
         async with await open_file(self, "rb") as f:
             if not isinstance(f, UringFile):  # not a regular file: the thread path, as Trio
-                return await trio.Path.read_text(self, encoding, errors)
+                return await TRIO_PATH["read_text"](self, encoding, errors)  # type: ignore[no-any-return]
             data = await f.read()
         with io.TextIOWrapper(io.BytesIO(data), encoding=encoding, errors=errors) as text:
             return text.read()
@@ -116,7 +111,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
         encoding = _text_encoding(encoding)
         async with await open_file(self, "wb") as f:
             if not isinstance(f, UringFile):
-                return await trio.Path.write_text(self, data, encoding, errors, newline)
+                return await TRIO_PATH["write_text"](self, data, encoding, errors, newline)  # type: ignore[no-any-return]
             out = io.BytesIO()
             with io.TextIOWrapper(out, encoding=encoding, errors=errors, newline=newline, write_through=True) as text:
                 n = text.write(data)
@@ -129,18 +124,18 @@ class Path(trio.Path, pathlib.PurePosixPath):
 
     async def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
         """Like pathlib's stat: IORING_OP_STATX."""
-        driver = self._driver_for(Opcode.STATX)
-        path = self._c_path()
+        driver = _driver_for(Opcode.STATX)
+        path = _c_path(self)
         if driver is None or path is None:
-            return await trio.Path.stat(self, follow_symlinks=follow_symlinks)
+            return await TRIO_PATH["stat"](self, follow_symlinks=follow_symlinks)  # type: ignore[no-any-return]
         op = Statx(path, 0 if follow_symlinks else AT_SYMLINK_NOFOLLOW, pathlib.PosixPath(self))
-        await self._perform(driver, op)
+        await _perform(driver, op)
         return stat_result(op.buf)
 
     async def exists(self, *args: Any, **kwargs: Any) -> bool:
         """Like pathlib's exists."""
-        if args or kwargs or self._c_path() is None:
-            return await trio.Path.exists(self, *args, **kwargs)
+        if args or kwargs or _c_path(self) is None:
+            return await TRIO_PATH["exists"](self, *args, **kwargs)  # type: ignore[no-any-return]
         try:
             await self.stat()
         except OSError as exc:
@@ -149,59 +144,51 @@ class Path(trio.Path, pathlib.PurePosixPath):
             return False
         return True
 
-    async def _mode_is(self, test: Any) -> bool:
-        try:
-            return bool(test((await self.stat()).st_mode))
-        except OSError as exc:
-            if exc.errno not in _IGNORED_BY_EXISTS:
-                raise
-            return False
-
     async def is_file(self, *args: Any, **kwargs: Any) -> bool:
         """Like pathlib's is_file."""
-        if args or kwargs or self._c_path() is None:
-            return await trio.Path.is_file(self, *args, **kwargs)
-        return await self._mode_is(_stat.S_ISREG)
+        if args or kwargs or _c_path(self) is None:
+            return await TRIO_PATH["is_file"](self, *args, **kwargs)  # type: ignore[no-any-return]
+        return await _mode_is(self, _stat.S_ISREG)
 
     async def is_dir(self, *args: Any, **kwargs: Any) -> bool:
         """Like pathlib's is_dir."""
-        if args or kwargs or self._c_path() is None:
-            return await trio.Path.is_dir(self, *args, **kwargs)
-        return await self._mode_is(_stat.S_ISDIR)
+        if args or kwargs or _c_path(self) is None:
+            return await TRIO_PATH["is_dir"](self, *args, **kwargs)  # type: ignore[no-any-return]
+        return await _mode_is(self, _stat.S_ISDIR)
 
     # ------------------------------------------------------------ directory entries
 
     async def unlink(self, missing_ok: bool = False) -> None:
         """Like pathlib's unlink: IORING_OP_UNLINKAT."""
-        driver = self._driver_for(Opcode.UNLINKAT)
-        path = self._c_path()
+        driver = _driver_for(Opcode.UNLINKAT)
+        path = _c_path(self)
         if driver is None or path is None:
-            return await trio.Path.unlink(self, missing_ok)
+            return await TRIO_PATH["unlink"](self, missing_ok)  # type: ignore[no-any-return]
         try:
-            await self._perform(driver, UnlinkAt(path, 0, pathlib.PosixPath(self)))
+            await _perform(driver, UnlinkAt(path, 0, pathlib.PosixPath(self)))
         except FileNotFoundError:
             if not missing_ok:
                 raise
 
     async def rmdir(self) -> None:
         """Like pathlib's rmdir: IORING_OP_UNLINKAT with AT_REMOVEDIR."""
-        driver = self._driver_for(Opcode.UNLINKAT)
-        path = self._c_path()
+        driver = _driver_for(Opcode.UNLINKAT)
+        path = _c_path(self)
         if driver is None or path is None:
-            return await trio.Path.rmdir(self)
-        await self._perform(driver, UnlinkAt(path, AT_REMOVEDIR, pathlib.PosixPath(self)))
+            return await TRIO_PATH["rmdir"](self)  # type: ignore[no-any-return]
+        await _perform(driver, UnlinkAt(path, AT_REMOVEDIR, pathlib.PosixPath(self)))
 
     async def rename(self, target: Any) -> Path:
         """Like pathlib's rename: IORING_OP_RENAMEAT. Returns the new path."""
-        driver = self._driver_for(Opcode.RENAMEAT)
-        path = self._c_path()
+        driver = _driver_for(Opcode.RENAMEAT)
+        path = _c_path(self)
         try:
             new = os.fsencode(target)
         except TypeError:
             new = None
         if driver is None or path is None or new is None or b"\0" in new:
-            return await trio.Path.rename(self, target)
-        await self._perform(driver, RenameAt(path, new, pathlib.PosixPath(self), target))
+            return await TRIO_PATH["rename"](self, target)  # type: ignore[no-any-return]
+        await _perform(driver, RenameAt(path, new, pathlib.PosixPath(self), target))
         return self.__class__(target)
 
     async def replace(self, target: Any) -> Path:
@@ -210,12 +197,12 @@ class Path(trio.Path, pathlib.PurePosixPath):
 
     async def mkdir(self, mode: int = 0o777, parents: bool = False, exist_ok: bool = False) -> None:
         """Like pathlib's mkdir: IORING_OP_MKDIRAT."""
-        driver = self._driver_for(Opcode.MKDIRAT)
-        path = self._c_path()
+        driver = _driver_for(Opcode.MKDIRAT)
+        path = _c_path(self)
         if driver is None or path is None:
-            return await trio.Path.mkdir(self, mode, parents, exist_ok)
+            return await TRIO_PATH["mkdir"](self, mode, parents, exist_ok)  # type: ignore[no-any-return]
         try:
-            await self._perform(driver, MkdirAt(path, mode, pathlib.PosixPath(self)))
+            await _perform(driver, MkdirAt(path, mode, pathlib.PosixPath(self)))
         except FileNotFoundError:
             if not parents or self.parent == self:
                 raise
@@ -224,6 +211,36 @@ class Path(trio.Path, pathlib.PurePosixPath):
         except OSError:
             if not exist_ok or not await self.is_dir():
                 raise
+
+
+# Module functions, not methods: with `trio_uring.use_ring_files` the methods below
+# run on Trio's own Path objects too.
+
+
+def _driver_for(opcode: Opcode) -> Driver | None:
+    driver = current_driver()
+    if driver is None or not ring_has(driver, opcode):
+        return None
+    return driver
+
+
+def _c_path(path: Any) -> bytes | None:
+    encoded = os.fsencode(path)
+    return None if b"\0" in encoded else encoded
+
+
+async def _perform(driver: Driver, op: Op) -> Any:
+    await checkpoint_if_cancelled()
+    return await driver.perform(op, None)
+
+
+async def _mode_is(path: Any, test: Any) -> bool:
+    try:
+        return bool(test((await path.stat()).st_mode))
+    except OSError as exc:
+        if exc.errno not in _IGNORED_BY_EXISTS:
+            raise
+        return False
 
 
 # struct statx (include/uapi/linux/stat.h), up to the dev numbers.
