@@ -73,7 +73,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 VPY=$VENV/bin/python
 "$VPY" -m pip install -q --disable-pip-version-check --upgrade pip
-"$VPY" -m pip install -q --disable-pip-version-check 'setuptools>=64' wheel 'cffi>=1.17'
+"$VPY" -m pip install -q --disable-pip-version-check 'setuptools>=77.0.3' wheel 'cffi>=1.17'  # pyproject.toml's build requirements (SPDX license: 77+)
 
 step "building the ring layer with -fsanitize=address,undefined"
 SAN_FLAGS="-fsanitize=address,undefined -fsanitize-recover=address -fno-omit-frame-pointer -g -O1"
