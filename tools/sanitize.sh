@@ -80,7 +80,7 @@ SAN_FLAGS="-fsanitize=address,undefined -fsanitize-recover=address -fno-omit-fra
 (
     cd "$SRC"
     CFLAGS="$SAN_FLAGS" LDFLAGS="-fsanitize=address,undefined" \
-        "$VPY" -m pip install -q --disable-pip-version-check --no-build-isolation -e '.[test]'
+        "$VPY" -m pip install -q --disable-pip-version-check --no-build-isolation -e '.[test,lint]'
 ) > "$LOG/build.log" 2>&1 || { cat "$LOG/build.log"; echo "sanitize.sh: the build failed" >&2; exit 1; }
 SO=$(ls "$SRC"/trio_uring/_ring_cffi*.so)
 if ! nm -D "$SO" | grep -q '__asan_report\|__asan_init'; then
@@ -147,7 +147,12 @@ fi
 status=0
 step "our tests: pytest tests/ ${PYTEST_ARGS[*]:-}"
 set +e
-(cd "$SRC" && timeout "$TIMEOUT" "$VPY" -m pytest -q -p no:cacheprovider -o faulthandler_timeout=300 tests/ "${PYTEST_ARGS[@]}") 2>&1 | tee "$LOG/pytest.log"
+# Left out: tests that build the package or run make, whose tools ASan (preloaded into
+# every child) would judge instead of our C layer (make 4.3 over-reads in strndup);
+# `make test-ours` runs them.
+NOT_OURS=(--ignore=tests/test_packaging.py
+          --deselect tests/test_trio_contract.py::test_dependency_and_make_target_follow_the_oldest_tested_trio)
+(cd "$SRC" && timeout "$TIMEOUT" "$VPY" -m pytest -q -p no:cacheprovider -o faulthandler_timeout=300 tests/ "${NOT_OURS[@]}" "${PYTEST_ARGS[@]}") 2>&1 | tee "$LOG/pytest.log"
 tests_status=${PIPESTATUS[0]}
 set -e
 [ "$tests_status" -ne 0 ] && status=1
