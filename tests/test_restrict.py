@@ -375,7 +375,7 @@ def test_check_reports_the_restriction_state() -> None:
     assert on.returncode == 0, on.stderr
     text = " ".join(on.stdout.split())
     assert re.search(rf"restrictions: on: {len(BACKEND_OPCODES)} opcodes \(NOP, .*POLL_ADD, .*\); "
-                     r"SQE flags IOSQE_BUFFER_SELECT \| "
+                     r"SQE flags IOSQE_FIXED_FILE \| IOSQE_BUFFER_SELECT \| "
                      r"IOSQE_CQE_SKIP_SUCCESS; register: IORING_REGISTER_PROBE, ", text), on.stdout  # fmt: skip
     off = subprocess.run([sys.executable, "-m", "trio_uring", "check"], capture_output=True, text=True,
                          timeout=TIMEOUT, env={**env, "TRIO_URING_RESTRICT": "0"})  # fmt: skip

@@ -66,7 +66,10 @@ the docs is drawn from it by ``docs/source/make_lifecycle_diagram.py``):
   that FdState with ClosedResourceError. An op captures its FdState when its call
   begins (``driver.fd(sock.fileno())``), so a retry or a remainder written later
   can never reach a file that got the number afterwards: that file has a new
-  FdState. This is the one place the rule lives.
+  FdState. This is the one place the rule lives. A direct descriptor (a slot of
+  the ring's file table, `trio_uring.direct`) has an FdState too, kept by its
+  socket rather than in ``fds`` (slots are not fd numbers); `Driver.retire` is
+  notify_closing for it, and a slot taken by a new socket gets a new FdState.
 * The final CQE (`Driver.dispatch`) ends the op: ``res >= 0`` is COMPLETED
   whatever came before (the bytes moved, the connection was accepted: the task gets
   the result, and its cancel scope, still cancelled, raises at the next
@@ -556,7 +559,13 @@ class Driver:
         (and any SQE for ``fd`` written before them) reach the kernel before the
         caller closes the fd."""
         st = self.fds.pop(fd, None)
-        if st is None or self.closed:
+        if st is not None:
+            self.retire(st)
+
+    def retire(self, st: FdState) -> None:
+        """notify_closing for an FdState that is not in ``fds`` (a direct
+        descriptor's, `trio_uring.direct`): the same rule, by object not number."""
+        if self.closed or st.retired:
             return
         st.retired = True
         closing: list[Op | Waiter] = [x for x in st.slots if x is not None]

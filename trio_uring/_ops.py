@@ -38,7 +38,15 @@ import socket
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from . import _sockaddr
-from ._ring import CQE_F_BUFFER, IOSQE_BUFFER_SELECT, IOSQE_CQE_SKIP_SUCCESS, BufferRing, Opcode, os_error
+from ._ring import (
+    CQE_F_BUFFER,
+    IOSQE_BUFFER_SELECT,
+    IOSQE_CQE_SKIP_SUCCESS,
+    IOSQE_FIXED_FILE,
+    BufferRing,
+    Opcode,
+    os_error,
+)
 from ._ring_cffi import ffi
 
 if TYPE_CHECKING:
@@ -732,6 +740,205 @@ class MkdirAt(_FileOp):
         return w.sqe(self.opcode, 0, 0, AT_FDCWD, 0, _address(self.c_path), self.mode, 0, 0, 0, 0, user_data)
 
 
+# ---------------------------------------------------------------- direct descriptors
+#
+# Sockets that live only in the ring's registered file table (trio_uring.direct):
+# SOCKET and ACCEPT put a file in a slot, IOSQE_FIXED_FILE ops name it by slot, a
+# direct CLOSE empties it. Written with the generic SQE writer: they set fields
+# (file_index, IOSQE_FIXED_FILE) the named writers do not.
+
+#: IORING_FILE_INDEX_ALLOC (5.19): the kernel picks a free slot (-ENFILE: none left).
+FILE_INDEX_ALLOC: Final = 0xFFFF_FFFF
+_SOCKET_URING_OP_SETSOCKOPT: Final = 3  # 6.7
+
+
+class DirectSocket(Op):
+    """IORING_OP_SOCKET into the file table: the result is the socket's slot.
+    ``file_slot`` None: the kernel picks a free one. ``on_discard(slot)`` closes
+    a slot made for a caller who left."""
+
+    __slots__ = ("domain", "file_slot", "on_discard", "proto", "type")
+    opcode = Opcode.SOCKET
+    used_for = "direct sockets (trio_uring.direct)"
+    since = "5.19"
+
+    def __init__(
+        self, domain: int, type: int, proto: int, file_slot: int | None, on_discard: Callable[[int], None]
+    ) -> None:
+        super().__init__(-1)
+        self.domain = domain
+        self.type = type
+        self.proto = proto
+        self.file_slot = file_slot
+        self.on_discard = on_discard
+
+    def write(self, w: Writers, user_data: int) -> int:
+        index = FILE_INDEX_ALLOC if self.file_slot is None else self.file_slot + 1
+        return w.sqe(self.opcode, 0, 0, self.domain, self.type, 0, self.proto, 0, 0, index, 0, user_data)
+
+    def result(self) -> int:
+        res = self.res
+        if res < 0:
+            raise os_error(-res)
+        return res if self.file_slot is None else self.file_slot
+
+    def discard(self) -> None:
+        if self.res >= 0:
+            self.on_discard(self.res if self.file_slot is None else self.file_slot)
+
+
+class DirectAccept(DirectSocket):
+    """IORING_OP_ACCEPT from the listening socket ``fd`` (a normal fd) into a slot
+    the kernel picks: the result is the slot."""
+
+    __slots__ = ()
+    opcode = Opcode.ACCEPT
+    slot = READ  # one accepting task per listener, as Trio's accept (BusyResourceError)
+    used_for = "direct sockets: accept() into the file table"
+    since = "5.19"
+
+    def __init__(self, fd: int, on_discard: Callable[[int], None]) -> None:
+        super().__init__(0, 0, 0, None, on_discard)
+        self.fd = fd
+
+    def write(self, w: Writers, user_data: int) -> int:
+        # accept flags 0: SOCK_CLOEXEC is EINVAL for a direct descriptor (it has no fd).
+        return w.sqe(self.opcode, 0, 0, self.fd, 0, 0, 0, 0, 0, FILE_INDEX_ALLOC, 0, user_data)
+
+
+class DirectAcceptMulti(AcceptMulti):
+    """A multishot IORING_OP_ACCEPT into slots the kernel picks: one CQE per
+    connection, each carrying a slot (``io_uring_prep_multishot_accept_direct(3)``)."""
+
+    __slots__ = ()
+    used_for = "direct sockets: accept() (multishot)"
+    since = "5.19"
+
+    def __init__(self, fd: int, on_fd: Callable[[AcceptMulti, int, bool], None]) -> None:
+        super().__init__(fd, on_fd, 0)
+
+    def write(self, w: Writers, user_data: int) -> int:
+        return w.sqe(self.opcode, 0, ACCEPT_MULTISHOT, self.fd, 0, 0, 0, 0, 0, FILE_INDEX_ALLOC, 0, user_data)
+
+
+class DirectConnect(Connect):
+    """IORING_OP_CONNECT of the direct descriptor in slot ``fd``."""
+
+    __slots__ = ("c_sockaddr",)
+    sqe_flags = IOSQE_FIXED_FILE
+    used_for = "direct sockets: connect()"
+    since = "5.19"
+
+    def __init__(self, fd: int, sockaddr: bytes, context: str) -> None:
+        super().__init__(fd, sockaddr, context)
+        self.c_sockaddr = ffi.from_buffer(sockaddr)
+
+    def write(self, w: Writers, user_data: int) -> int:
+        addr = _address(self.c_sockaddr)
+        return w.sqe(self.opcode, self.sqe_flags, 0, self.fd, len(self.sockaddr), addr, 0, 0, 0, 0, 0, user_data)
+
+
+class DirectSend(Send):
+    """IORING_OP_SEND on the direct descriptor in slot ``fd`` (``buf`` a cffi pointer)."""
+
+    __slots__ = ()
+    sqe_flags = IOSQE_FIXED_FILE
+    used_for = "direct sockets: send_all()"
+    since = "5.19"
+
+    def write(self, w: Writers, user_data: int) -> int:
+        addr = _address(self.buf) + self.offset
+        return w.sqe(self.opcode, self.sqe_flags, 0, self.fd, 0, addr, self.nbytes, self.sqe_msg_flags, 0, 0, 0,
+                     user_data)  # fmt: skip
+
+
+class DirectRecvSelect(RecvSelect):
+    """`RecvSelect` on the direct descriptor in slot ``fd``."""
+
+    __slots__ = ()
+    sqe_flags = IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT
+    used_for = "direct sockets: receive_some() that waits"
+    since = "5.19"
+
+    def write(self, w: Writers, user_data: int) -> int:
+        # buf_group shares its field with buf_index.
+        return w.sqe(self.opcode, self.sqe_flags, 0, self.fd, 0, 0, self.nbytes, self.msg_flags, self.buffers.bgid,
+                     0, 0, user_data)  # fmt: skip
+
+
+class DirectPollOut(PollOut):
+    """`PollOut` on the direct descriptor in slot ``fd``."""
+
+    __slots__ = ()
+    sqe_flags = IOSQE_FIXED_FILE
+    used_for = "direct sockets: wait_send_all_might_not_block()"
+    since = "5.19"
+
+    def write(self, w: Writers, user_data: int) -> int:
+        # poll32_events shares its field with the per-op flags (little-endian layout).
+        poll_flags = POLL_ADD_MULTI if self.multishot else 0
+        return w.sqe(self.opcode, self.sqe_flags, 0, self.fd, 0, 0, poll_flags, self.events, 0, 0, 0, user_data)
+
+
+class DirectShutdown(Op):
+    """IORING_OP_SHUTDOWN of the direct descriptor in slot ``fd``."""
+
+    __slots__ = ("how",)
+    opcode = Opcode.SHUTDOWN
+    sqe_flags = IOSQE_FIXED_FILE
+    used_for = "direct sockets: send_eof()"
+    since = "5.11"
+
+    def __init__(self, fd: int, how: int) -> None:
+        super().__init__(fd)
+        self.how = how
+
+    def write(self, w: Writers, user_data: int) -> int:
+        return w.sqe(self.opcode, self.sqe_flags, 0, self.fd, 0, 0, self.how, 0, 0, 0, 0, user_data)
+
+
+class DirectSetsockopt(Op):
+    """setsockopt(2) on the direct descriptor in slot ``fd``: IORING_OP_URING_CMD
+    with SOCKET_URING_OP_SETSOCKOPT (6.7; older kernels fail it). The option's
+    value, ``optval``, is read until the CQE."""
+
+    __slots__ = ("level", "optname", "optval")
+    opcode = Opcode.URING_CMD
+    sqe_flags = IOSQE_FIXED_FILE
+    used_for = "direct sockets: setsockopt() (TCP_NODELAY on a direct stream)"
+    since = "6.7"
+
+    def __init__(self, fd: int, level: int, optname: int, optval: bytes) -> None:
+        super().__init__(fd)
+        self.level = level
+        self.optname = optname
+        self.optval = ffi.from_buffer(optval)
+
+    def write(self, w: Writers, user_data: int) -> int:
+        # cmd_op shares its field with off, level/optname with addr, optlen with
+        # file_index and optval with addr3.
+        level_optname = self.level | self.optname << 32
+        return w.sqe(self.opcode, self.sqe_flags, 0, self.fd, _SOCKET_URING_OP_SETSOCKOPT, level_optname, 0, 0, 0,
+                     len(self.optval), _address(self.optval), user_data)  # fmt: skip
+
+
+class DirectClose(Op):
+    """IORING_OP_CLOSE of slot ``file_slot`` (fd 0, file_index slot + 1): the
+    table lets go of the file; ops still in flight on it keep their reference."""
+
+    __slots__ = ("file_slot",)
+    opcode = Opcode.CLOSE
+    used_for = "direct sockets: close()"
+    since = "5.15"
+
+    def __init__(self, file_slot: int) -> None:
+        super().__init__(-1)
+        self.file_slot = file_slot
+
+    def write(self, w: Writers, user_data: int) -> int:
+        return w.sqe(self.opcode, 0, 0, 0, 0, 0, 0, 0, 0, self.file_slot + 1, 0, user_data)
+
+
 #: Every op class, for ``python -m trio_uring check`` and the restricted ring.
 OPS: tuple[type[Op] | type[AsyncCancel], ...] = (
     PollIn,
@@ -756,6 +963,16 @@ OPS: tuple[type[Op] | type[AsyncCancel], ...] = (
     RenameAt,
     UnlinkAt,
     MkdirAt,
+    DirectSocket,
+    DirectAccept,
+    DirectAcceptMulti,
+    DirectConnect,
+    DirectSend,
+    DirectRecvSelect,
+    DirectPollOut,
+    DirectShutdown,
+    DirectSetsockopt,
+    DirectClose,
 )
 
 

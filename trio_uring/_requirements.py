@@ -39,6 +39,9 @@ USED_OPCODES: dict[Opcode, tuple[str, str]] = {
     Opcode.SENDMSG: ("sendto(), sendmsg()", "5.3"),
     Opcode.RECV: ("recv(), recv_into()", "5.6"),
     Opcode.RECVMSG: ("recvfrom(), recvmsg() and their _into forms", "5.3"),
+    Opcode.CLOSE: ("files' close(); a direct socket's close() (trio_uring.direct, 5.15)", "5.6"),
+    Opcode.SHUTDOWN: ("direct sockets: send_eof()", "5.11"),
+    Opcode.URING_CMD: ("direct sockets: setsockopt() (optional; its socket command is 6.7)", "5.19"),
 }
 
 #: Variants of those ops that the opcode probe cannot see: judged by kernel version.
@@ -46,6 +49,7 @@ USED_FLAGS: dict[str, tuple[str, tuple[int, int]]] = {
     "multishot ACCEPT": ("a listener's accept queue", (5, 19)),
     "multishot POLL_ADD": ("wait_writable after a peer's shutdown", (5, 13)),
     "ASYNC_CANCEL_ANY": ("cancelling what is left when a run ends", (5, 19)),
+    "FILE_INDEX_ALLOC": ("direct sockets: the kernel picks their slot", (5, 19)),
 }
 if hasattr(_ring, "BufferRing"):  # receives that wait take a kernel-chosen buffer
     USED_FLAGS["PBUF_RING"] = ("recv() waits without a buffer of its own", (5, 19))

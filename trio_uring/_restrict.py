@@ -92,6 +92,7 @@ REGISTER_RING_FDS: Final = 20  # 5.18
 UNREGISTER_RING_FDS: Final = 21  # 5.18
 REGISTER_PBUF_RING: Final = 22  # 5.19
 UNREGISTER_PBUF_RING: Final = 23  # 5.19
+REGISTER_FILES2: Final = 13  # 5.13 (IORING_RSRC_REGISTER_SPARSE: 5.19)
 
 RESTRICTION_REGISTER_OP: Final = 0
 RESTRICTION_SQE_OP: Final = 1
@@ -113,6 +114,7 @@ REGISTER_OP_NAMES: Final = {
     UNREGISTER_PBUF_RING: "IORING_UNREGISTER_PBUF_RING",
     REGISTER_RING_FDS: "IORING_REGISTER_RING_FDS",
     UNREGISTER_RING_FDS: "IORING_UNREGISTER_RING_FDS",
+    REGISTER_FILES2: "IORING_REGISTER_FILES2",
 }
 
 # ---------------------------------------------------------------- the allowlist
@@ -128,10 +130,12 @@ BACKEND_OPCODES: Final = frozenset({Opcode.NOP} | {op.opcode for op in OPS})
 #: posts no CQE).
 BACKEND_SQE_FLAGS: Final = functools.reduce(operator.or_, (op.sqe_flags for op in OPS), 0)
 #: The io_uring_register opcodes it calls on an enabled ring: the opcode probe,
-#: the provided-buffer ring's set-up and teardown, and dropping the ring fd's
-#: registration when the ring closes (it is registered before the ring is enabled).
+#: the provided-buffer ring's set-up and teardown, dropping the ring fd's
+#: registration when the ring closes (it is registered before the ring is enabled),
+#: and the sparse file table of direct descriptors (trio_uring.direct), registered
+#: when a run makes its first one.
 BACKEND_REGISTER_OPS: Final = frozenset(
-    {REGISTER_PROBE, REGISTER_PBUF_RING, UNREGISTER_PBUF_RING, UNREGISTER_RING_FDS}
+    {REGISTER_PROBE, REGISTER_PBUF_RING, UNREGISTER_PBUF_RING, UNREGISTER_RING_FDS, REGISTER_FILES2}
 )
 #: Those it calls while the ring is still disabled, before the restrictions hold.
 SETUP_REGISTER_OPS: Final = frozenset({REGISTER_RESTRICTIONS, REGISTER_ENABLE_RINGS, REGISTER_RING_FDS})

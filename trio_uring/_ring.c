@@ -529,6 +529,42 @@ int tu_recv_now(struct tu_ring *r, int fd, void *buf, unsigned len, int flags)
     return ret ? ret : tu_submit_sync(r);
 }
 
+/* The same on a direct descriptor: ``slot`` indexes the ring's registered file
+ * table (IOSQE_FIXED_FILE), so the kernel skips the fd-table lookup. */
+int tu_send_now_fixed(struct tu_ring *r, int slot, const void *buf, unsigned len, int flags)
+{
+    int ret = tu_prep_send(r, slot, buf, len, (unsigned)flags | MSG_DONTWAIT, TU_SYNC_USER_DATA);
+    if (ret)
+        return ret;
+    r->sqes[(r->sqe_tail - 1) & r->sq_mask].flags |= IOSQE_FIXED_FILE;
+    return tu_submit_sync(r);
+}
+
+int tu_recv_now_fixed(struct tu_ring *r, int slot, void *buf, unsigned len, int flags)
+{
+    int ret = tu_prep_recv(r, slot, buf, len, (unsigned)flags | MSG_DONTWAIT, IOSQE_FIXED_FILE, 0, 0, TU_SYNC_USER_DATA);
+    return ret ? ret : tu_submit_sync(r);
+}
+
+/* ------------------------------------------------------------ direct descriptors */
+
+/* A sparse table of ``nr`` empty slots for direct descriptors
+ * (IORING_REGISTER_FILES2 with IORING_RSRC_REGISTER_SPARSE, 5.19): SOCKET and
+ * ACCEPT put files in it, IOSQE_FIXED_FILE ops name them by slot. 0 or -errno
+ * (EBUSY: the ring has a table already; EMFILE: nr exceeds RLIMIT_NOFILE). */
+int tu_files_sparse(struct tu_ring *r, unsigned nr)
+{
+    struct io_uring_rsrc_register reg;
+    int ret;
+
+    if ((ret = unusable(r)))
+        return ret;
+    memset(&reg, 0, sizeof(reg));
+    reg.nr = nr;
+    reg.flags = IORING_RSRC_REGISTER_SPARSE;
+    return sys_register(r->fd, IORING_REGISTER_FILES2, &reg, sizeof(reg));
+}
+
 /* ------------------------------------------------------------ raw access */
 
 /* io_uring_register(2) as is: the caller (Python: trio_uring/_restrict.py)

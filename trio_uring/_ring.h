@@ -106,6 +106,9 @@ int tu_submit_sync(struct tu_ring *r);
  * tu_submit_sync: one call for the common "do it now if it won't block" case. */
 int tu_send_now(struct tu_ring *r, int fd, const void *buf, unsigned len, int flags);
 int tu_recv_now(struct tu_ring *r, int fd, void *buf, unsigned len, int flags);
+int tu_send_now_fixed(struct tu_ring *r, int slot, const void *buf, unsigned len, int flags);
+int tu_recv_now_fixed(struct tu_ring *r, int slot, void *buf, unsigned len, int flags);
+int tu_files_sparse(struct tu_ring *r, unsigned nr);
 /* Number of CQEs ready (stashed + in the CQ, plus 1 if the kernel holds
  * overflowed ones). */
 unsigned tu_cq_ready(struct tu_ring *r);

@@ -295,6 +295,24 @@ FUNCTIONS: tuple[Function, ...] = (
         (_RING,),
         "The next free SQE, zeroed, to fill in (NULL: the SQ stayed full, or the ring is unusable).",
     ),
+    Function(
+        "tu_send_now_fixed",
+        "int",
+        (_RING, ("int", "slot"), ("const void *", "buf"), ("unsigned", "len"), ("int", "flags")),
+        "tu_send_now on a direct descriptor (IOSQE_FIXED_FILE: ``slot`` in the registered file table).",
+    ),
+    Function(
+        "tu_recv_now_fixed",
+        "int",
+        (_RING, ("int", "slot"), ("void *", "buf"), ("unsigned", "len"), ("int", "flags")),
+        "tu_recv_now on a direct descriptor (IOSQE_FIXED_FILE: ``slot`` in the registered file table).",
+    ),
+    Function(
+        "tu_files_sparse",
+        "int",
+        (_RING, ("unsigned", "nr")),
+        "Register a sparse file table of ``nr`` slots for direct descriptors (IORING_REGISTER_FILES2).",
+    ),
 )
 
 
