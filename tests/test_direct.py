@@ -100,7 +100,8 @@ async def test_echo_through_a_direct_server_uses_no_fd(multishot: bool) -> None:
             await stream.send_all(data)
 
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(direct.serve_direct_tcp, handler, 0, host=LOCALHOST, multishot=multishot))
+        serve = partial(direct.serve_direct_tcp, handler, 0, host=LOCALHOST, multishot=multishot)
+        listeners = await nursery.start(serve)
         port = listeners[0].socket.getsockname()[1]
         fds_with_listener = open_fds()
         streams = [await direct.open_direct_tcp_stream(LOCALHOST, port) for _ in range(10)]
@@ -363,7 +364,7 @@ async def test_multishot_accept_queue_is_bounded_and_closed_with_the_listener() 
     queued = listener._queue.ready if listener._queue is not None else None
     assert queued is not None and len(queued) == 2
     streams = [first] + [await listener.accept() for _ in range(5)]
-    for i, (c, s) in enumerate(zip(clients, streams)):
+    for i, c in enumerate(clients):
         c.sendall(bytes([i]))
     for s in streams:
         assert len(await s.receive_some()) == 1
