@@ -25,6 +25,7 @@ import trio
 from trio._core._run import GLOBAL_RUN_CONTEXT
 
 import trio_uring
+import trio_uring.direct  # declares URING_CMD, as any program using direct sockets does
 from trio_uring import _restrict
 from trio_uring._restrict import (
     BACKEND_OPCODES,
@@ -196,7 +197,8 @@ async def test_a_run_is_restricted_by_default() -> None:
     manager = io_manager()
     assert manager.restrictions.active, manager.restrictions.reason
     assert manager.restrictions.allowlist is not None
-    assert manager.restrictions.allowlist.opcodes == BACKEND_OPCODES
+    # (plus URING_CMD: test_direct.py imported trio_uring.direct, which declares it)
+    assert manager.restrictions.allowlist.opcodes == BACKEND_OPCODES | _restrict.OPT_IN_OPCODES
     assert eventfd_registration(manager._ring) == EACCES
     # ... and works: a socket round trip through the ring (SOCKET, CONNECT, ACCEPT, SEND, RECV).
     async with trio.open_nursery() as nursery:
@@ -319,7 +321,7 @@ def test_allow_rejects_bad_values(clean_registry: None) -> None:
         _restrict.allow_opcodes(256)
     with pytest.raises(ValueError, match=r"SQE flags must be in 0\.\.255"):
         _restrict.allow_sqe_flags(-1)
-    assert _restrict.allowed().opcodes == BACKEND_OPCODES
+    assert _restrict.allowed().opcodes == BACKEND_OPCODES | _restrict.OPT_IN_OPCODES  # (direct imported)
 
 
 def test_opcodes_the_kernel_lacks_are_left_out_of_the_list(clean_registry: None) -> None:
@@ -442,3 +444,18 @@ def test_the_tight_seccomp_profile_allows_exactly_the_register_ops_trio_uring_ma
     allowed = {arg["value"] for e in tight if e["names"] == ["io_uring_register"] for arg in e["args"]}
     assert allowed == set(BACKEND_REGISTER_OPS | _restrict.SETUP_REGISTER_OPS)
     assert all(e["action"] == "SCMP_ACT_ALLOW" for e in tight)
+
+
+def test_uring_cmd_is_allowed_only_to_programs_that_import_direct_sockets() -> None:
+    # URING_CMD reaches drivers' passthrough commands: a program that never uses
+    # direct sockets (which set options with it) must not have it.
+    script = (
+        "from trio_uring import _restrict\n"
+        "from trio_uring._ring import Opcode\n"
+        "before = Opcode.URING_CMD in _restrict.allowed().opcodes\n"
+        "import trio_uring.direct\n"
+        "print(before, Opcode.URING_CMD in _restrict.allowed().opcodes)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["False", "True"], proc.stderr
+    assert Opcode.URING_CMD not in BACKEND_OPCODES

@@ -24,7 +24,10 @@ What each op class declares:
   to come), `result` (what the waiting task gets: a value, or OSError for a negated
   errno) and `discard` (undo a result nobody will take, such as an fd);
 * ``used_for`` and ``since``: what trio_uring uses it for and the first Linux that
-  has it, for ``python -m trio_uring check``.
+  has it, for ``python -m trio_uring check``;
+* ``opt_in``: True for an op the restricted ring allows only once the module that
+  uses it is imported (it declares the opcode then), because it reaches more of the
+  kernel than its use here needs (URING_CMD).
 
 Ops that need more than one field are written here only; the socket layer builds
 them (``Recv(fd, buf, nbytes, flags)``) and hands them to the driver.
@@ -129,6 +132,7 @@ class Op:
     retry_errnos: ClassVar[frozenset[int]] = frozenset()
     used_for: ClassVar[str]
     since: ClassVar[str]
+    opt_in: ClassVar[bool] = False
 
     # Set by the driver.
     user_data: int
@@ -521,6 +525,7 @@ class AsyncCancel:
     sqe_flags: ClassVar[int] = IOSQE_CQE_SKIP_SUCCESS
     used_for: ClassVar[str] = "cancellation, notify_closing, end of run"
     since: ClassVar[str] = "5.5"
+    opt_in: ClassVar[bool] = False
 
 
 # ---------------------------------------------------------------- files
@@ -907,6 +912,7 @@ class DirectSetsockopt(Op):
     sqe_flags = IOSQE_FIXED_FILE
     used_for = "direct sockets: setsockopt() (TCP_NODELAY on a direct stream)"
     since = "6.7"
+    opt_in = True  # URING_CMD also reaches drivers' passthrough commands (NVMe, ublk)
 
     def __init__(self, fd: int, level: int, optname: int, optval: bytes) -> None:
         super().__init__(fd)

@@ -125,7 +125,10 @@ REGISTER_OP_NAMES: Final = {
 
 #: The SQE opcodes the backend submits: every op's, and NOP (tu_submit_sync turns
 #: an SQE the kernel did not take into a NOP).
-BACKEND_OPCODES: Final = frozenset({Opcode.NOP} | {op.opcode for op in OPS})
+BACKEND_OPCODES: Final = frozenset({Opcode.NOP} | {op.opcode for op in OPS if not op.opt_in})
+#: Opcodes of ops that are allowed only once the module using them declares them
+#: (`trio_uring.direct`: URING_CMD, for setsockopt on a direct socket).
+OPT_IN_OPCODES: Final = frozenset(op.opcode for op in OPS if op.opt_in)
 #: The SQE flags its ops set (provided-buffer receives, cancels whose success
 #: posts no CQE).
 BACKEND_SQE_FLAGS: Final = functools.reduce(operator.or_, (op.sqe_flags for op in OPS), 0)

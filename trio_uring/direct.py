@@ -84,6 +84,7 @@ from ._ops import (
 from ._ops import (
     DirectSocket as _SocketOp,
 )
+from ._restrict import OPT_IN_OPCODES, allow_opcodes
 from ._ring import NOT_SUBMITTED, os_error
 from ._ring_cffi import ffi, lib
 
@@ -103,6 +104,11 @@ __all__ = [
     "serve_direct_tcp",
     "socket",
 ]
+
+# Direct sockets set options with IORING_OP_URING_CMD, which the restricted ring
+# allows only to programs that use them: importing this module declares it (for
+# rings created from now on), as a trio_uring.lowlevel user would.
+allow_opcodes(*OPT_IN_OPCODES)
 
 #: Slots of a table registered on first use (capped by the RLIMIT_NOFILE soft limit,
 #: which the kernel enforces on the table's size).
