@@ -3,9 +3,13 @@
 
     .venv/bin/python benchmarks/soak.py                 # 10 minutes (the default)
     .venv/bin/python benchmarks/soak.py --minutes 1     # a quick check
+    .venv/bin/python benchmarks/soak.py --trio-streams 0  # Trio's own SocketStream code
 
 The server is ``trio.serve_tcp`` with an echo handler under ``trio_uring.run``, in a
-child process (this script again, with ``--serve``). The clients run here, on stock
+child process (this script again, with ``--serve``). Its streams are Trio's
+SocketStream, which takes trio_uring's short path (the default, ``--trio-streams 1``)
+or, with ``--trio-streams 0`` (``TRIO_URING_TRIO_STREAMS=0`` in the server's
+environment), runs Trio's own code over trio_uring's sockets. The clients run here, on stock
 Trio (epoll), so a fault in the backend cannot hide in its own clients. They mix:
 
 * echo clients: connect, a random number of requests of random sizes (1 B - 64 KiB),
@@ -76,7 +80,10 @@ def serve(deadline: float) -> None:
             listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1", backlog=4096))
             port = listeners[0].socket.getsockname()[1]
             backend = trio.lowlevel.current_statistics().io_statistics.backend
-            print(json.dumps({"port": port, "backend": backend}), flush=True)
+            from trio_uring import _stream
+
+            fast = trio.SocketStream.send_all is _stream._send_all  # TRIO_URING_TRIO_STREAMS
+            print(json.dumps({"port": port, "backend": backend, "fast_trio_streams": fast}), flush=True)
             os.set_blocking(0, False)
             with trio.move_on_after(deadline):
                 while True:
@@ -352,6 +359,13 @@ def main() -> int:
         "--settle", type=float, default=10.0, help="seconds the server's fds get to return to baseline (default 10)"
     )
     parser.add_argument("--seed", type=int, default=int(os.environ.get("TRIO_URING_SEED", "20261122")))
+    parser.add_argument(
+        "--trio-streams",
+        type=int,
+        choices=(0, 1),
+        default=1,
+        help="1: Trio's SocketStream takes trio_uring's short path (default); 0: Trio's own code",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
     parser.add_argument("--serve", type=float, metavar="DEADLINE", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -365,6 +379,7 @@ def main() -> int:
         parser.error("--minutes must be at least 0.25 (warm-up plus measurements)")
 
     env = {k: v for k, v in os.environ.items() if k != "TRIO_URING"}  # clients stay on epoll
+    env["TRIO_URING_TRIO_STREAMS"] = str(args.trio_streams)
     server = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--serve", str(args.minutes * 60 + 120)],
         stdin=subprocess.PIPE,
@@ -379,6 +394,9 @@ def main() -> int:
         hello = json.loads(server.stdout.readline() or "{}")
         if hello.get("backend") != "io_uring":
             raise RuntimeError(f"the server did not start on io_uring: {hello}")
+        if hello.get("fast_trio_streams") != bool(args.trio_streams):
+            raise RuntimeError(f"the server's streams are not the ones asked for: {hello}")
+        print(f"server streams: {'trio_uring short path' if args.trio_streams else 'Trio own code'}", flush=True)
         try:
             summary = trio.run(load, args, hello["port"], server)
         except Exception as exc:  # the server died, or the load itself broke
@@ -392,6 +410,7 @@ def main() -> int:
         summary["server"] = final["server"]
         summary["server_unexpected"] = final["unexpected"]
         summary["server_exit_status"] = server.returncode
+        summary["fast_trio_streams"] = hello["fast_trio_streams"]
     finally:
         if server.poll() is None:
             server.send_signal(signal.SIGKILL)
