@@ -104,6 +104,7 @@ POLL_ADD_MULTI: Final = 1  # IORING_POLL_ADD_MULTI
 ACCEPT_MULTISHOT: Final = 1  # IORING_ACCEPT_MULTISHOT
 
 _ENOBUFS: Final = errno.ENOBUFS
+_EAGAIN: Final = errno.EAGAIN
 # Plain ints: `flags | socket.MSG_DONTWAIT` would go through enum.IntFlag (~2 us).
 MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
 _NOT_DONTWAIT: Final = ~MSG_DONTWAIT
@@ -315,6 +316,11 @@ class _SocketOp(Op):
     with ``ffi.from_buffer``: `release` lets go of it once the kernel is done."""
 
     __slots__ = ("msg_flags", "now")
+    # A waiting op can still end with -EAGAIN: after many wake-ups that found no
+    # room (or no data), the kernel gives up polling and runs the op in an io-wq
+    # thread, where SENDMSG and RECVMSG on a non-blocking socket do not wait. Trio
+    # would wait and try again, so does the driver (Driver.perform, through start).
+    retry_errnos = frozenset({_EAGAIN})
 
     def __init__(self, fd: int, msg_flags: int) -> None:
         super().__init__(fd)
