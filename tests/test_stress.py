@@ -49,7 +49,6 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-
 from typing import Any
 
 import pytest
@@ -255,7 +254,8 @@ class End:
     async def send_one(self, rng: random.Random) -> None:
         data = self.out.chunk(rng.choice(SIZES))
         sent = self.out.sent
-        method = rng.choice(("send_all", "send_all", "send_all", "send", "sendmsg") if self.stream else ("send", "sendmsg"))
+        methods = ("send_all", "send_all", "send_all", "send", "sendmsg") if self.stream else ("send", "sendmsg")
+        method = rng.choice(methods)
         self.run.stats[method] += 1
         with self.op_scope(rng):
             if method == "send_all":
@@ -348,7 +348,9 @@ class Run:
         for i, (sock, high) in enumerate(self.listeners):
             self.service.start_soon(self.acceptor, sock, high, random.Random(f"{self.seed}/acceptor{i}"))
 
-    async def acceptor(self, sock: trio.socket.SocketType, listener: trio.SocketListener | None, rng: random.Random) -> None:
+    async def acceptor(
+        self, sock: trio.socket.SocketType, listener: trio.SocketListener | None, rng: random.Random
+    ) -> None:
         while True:
             with trio.CancelScope() as scope:
                 if rng.random() < 0.3:
