@@ -1,6 +1,6 @@
 """Property-based stress: random socket ops, cancels and closes on many connections at once.
 
-One run (`scenario`) opens a few connected socket pairs, through a listener (a raw
+One run (`Run.main`) opens a few connected socket pairs, through a listener (a raw
 ``trio.socket`` listener or a `trio.SocketListener`, connect and accept both
 cancelled at random points) or ``trio.socket.socketpair``. Each end is a raw trio
 socket (trio_uring's UringSocket under the backend) or a `trio.SocketStream` (the
@@ -27,10 +27,11 @@ the same scenarios with trio.run on epoll):
   got everything (unless the sender's end was closed early: a reset discards what
   was not yet received, and once another call took the reset's error, recv(2)
   reports EOF; stock Trio shows the same);
-* only the errors stock Trio gives: ClosedResourceError and EBADF on an end that was
-  closed, BrokenResourceError and ECONNRESET / EPIPE / ENOTCONN when the peer was
-  closed, Cancelled only inside the op's own cancel scope; nothing else (no
-  BusyResourceError: no two tasks ever wait on one direction here);
+* only the errors stock Trio gives: ClosedResourceError on an end that was closed;
+  from a SocketStream's own methods BrokenResourceError when the peer was closed,
+  from a socket's methods EBADF (closed) and ECONNRESET / EPIPE / ENOTCONN (peer
+  closed); Cancelled only inside the op's own cancel scope; BusyResourceError only
+  where the chaos task asks for it (a second send_all while one waits); nothing else;
 * no fd leaked (/proc/self/fd before and after the run), no op left in the driver's
   table once every socket is closed, no hang (each run under ``trio.fail_after``).
 
