@@ -16,8 +16,8 @@ server's VARIANTS table, where adding one is a writer function and a line):
     trio-uring-coalesced  trio_uring's streams, the queue joined into one send_all per batch
                           (the honest rival of bundles)
     trio-epoll-coalesced  stock Trio, coalesced: what coalescing alone gives, without io_uring
-    trio-uring-bundles    trio_uring's streams drained by send bundles: skipped, with a note,
-                          until trio_uring has the API
+    trio-uring-bundles    trio_uring's streams, the same batches sent by
+                          trio_uring.bundles.BundleStream.send_many with send bundles on
 
 Per scenario (message size) and variant: messages/s and its ratio to trio-epoll of the
 same interleaved run; server CPU µs per message and ring ops (SQEs) per message, from the
@@ -168,8 +168,8 @@ def render(report: dict[str, Any]) -> str:
            f"{' (commit ' + report['probe']['commit'] + ')' if report['probe'].get('commit') else ''}.", ""]
     out += [f"* `{v}`: {d}" for v, d in report["descriptions"].items()]
     out += [f"* **Note:** {n}" for n in report["notes"]]
-    out += ["", "| scenario | variant | messages/s | ratio | server CPU µs/msg | SQEs/msg (top op) | syscalls/msg | "
-            "io_uring_enter/msg | reps |", "|---|---|---|---|---|---|---|---|---|"]
+    out += ["", "| scenario | variant | messages/s | ratio | server CPU µs/msg | SQEs/msg (top op) | completions/msg | "
+            "syscalls/msg | io_uring_enter/msg | reps |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["table"]:
         counts = report["counts"].get(row["scenario"], {})
         for v, e in row["forms"].items():
@@ -181,6 +181,7 @@ def render(report: dict[str, Any]) -> str:
                 f"| {row['scenario']} | {v} | {H.fnum(e['rate'])} ({H.fpct(e['rate_spread'])}){H.flags(e)} | "
                 f"{H.fratio(e.get('rate_ratio'), e.get('rate_paired')) if v != REFERENCE else '1'} | "
                 f"{H.fnum(e['cpu'], 2)} | {sq} | "
+                f"{'-' if e.get('completions') is None else format(e['completions'], '.3f')} | "
                 f"{'-' if c.get('syscalls_per_msg') is None else format(c['syscalls_per_msg'], '.3f')} | "
                 f"{'-' if c.get('io_uring_enter_per_msg') is None else format(c['io_uring_enter_per_msg'], '.3f')} | "
                 f"{e['median_of']}/{e['reps']}{' (' + str(e['disturbed']) + ' dist.)' if e['disturbed'] else ''} |")
@@ -188,8 +189,9 @@ def render(report: dict[str, Any]) -> str:
             "repetitions used, (spread) = (max - min) / median; ratio = variant / trio-epoll of the same run, in "
             "parentheses the range of per-repetition ratios. Server CPU and SQEs per message: the server's own "
             "getrusage and io_statistics.ops_submitted, snapshots when publishing starts and when the last writer "
-            "is done. trio_uring counts no completions yet, so completions per message are read as SQEs per "
-            "message (each op used here is single-shot: one SQE, one completion). syscalls and io_uring_enter per "
+            "is done. Completions per message: counted by the bundles writer (every CQE of its send bundles, "
+            "IORING_CQE_F_MORE ones included); for the other variants read as SQEs per message (their ops are "
+            "single-shot: one SQE, one completion). syscalls and io_uring_enter per "
             f"message: the counting pass (perf stat, one run per size and variant, {a['count_msgs']:,} messages "
             "per connection), from the reader's go to its last byte. `!` = errors (see Problems), `~` = still "
             "disturbed after retries.", ""]

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from trio.lowlevel import Task
 
     from ._ring_writers import Writers
+    from ._sendring import SendRing
     from ._sockaddr import MsgHdr
 
 __all__ = [
@@ -84,7 +85,9 @@ __all__ = [
     "RecvSelect",
     "RenameAt",
     "Send",
+    "SendBundle",
     "SendMsg",
+    "SendSelect",
     "Socket",
     "Statx",
     "UnlinkAt",
@@ -519,6 +522,68 @@ class RecvMsg(_SocketOp):
 
     def release(self) -> None:
         self.msg.release()
+
+
+RECVSEND_BUNDLE: Final = 1 << 4  # IORING_RECVSEND_BUNDLE (6.10)
+
+
+class SendSelect(Op):
+    """IORING_OP_SEND of the next buffer of a `_sendring.SendRing` (IOSQE_BUFFER_SELECT).
+
+    Each CQE (a bundle may post several, with IORING_CQE_F_MORE) reports bytes sent
+    from the buffer id in its flags on; the ring releases the entries they cover
+    at that CQE, and no sooner. The result is the bytes all its CQEs reported (an
+    error is raised only if none went out). MSG_WAITALL: on a stream socket the
+    kernel sends the rest itself when room comes, so a short count means the op
+    was cancelled or failed.
+    """
+
+    __slots__ = ("cqes", "msg_flags", "ring", "sent")
+    opcode = Opcode.SEND
+    slot = WRITE
+    sqe_flags = IOSQE_BUFFER_SELECT
+    ioprio: ClassVar[int] = 0
+    used_for = "BundleStream.send_many (one buffer a SEND)"
+    since = "6.10"
+
+    def __init__(self, fd: int, ring: SendRing, msg_flags: int) -> None:
+        super().__init__(fd)
+        self.ring = ring
+        self.msg_flags = (msg_flags | int(socket.MSG_WAITALL)) & _NOT_DONTWAIT
+        self.sent = 0
+        self.cqes = 0  # completions so far (a bundle posts one per pass of at most 256 buffers)
+
+    def write(self, w: Writers, user_data: int) -> int:
+        return w.send_select(self.fd, 0, self.msg_flags, self.sqe_flags, self.ring.bgid, self.ioprio, user_data)
+
+    def more(self, res: int, flags: int) -> bool:
+        self.cqes += 1
+        if res > 0:
+            self.ring.sent(res, flags)
+            self.sent += res
+        return False
+
+    def complete(self, res: int, flags: int) -> None:
+        super().complete(res, flags)
+        self.cqes += 1
+        if res > 0:
+            self.ring.sent(res, flags)
+            self.sent += res
+
+    def result(self) -> int:
+        if self.res < 0 and not self.sent:
+            raise os_error(-self.res)
+        return self.sent
+
+
+class SendBundle(SendSelect):
+    """IORING_OP_SEND with IORING_RECVSEND_BUNDLE: every buffer queued in the ring,
+    in ring order, sent as one (``len`` 0). Never for datagram sockets, where the
+    buffers would merge into one datagram."""
+
+    __slots__ = ()
+    ioprio = RECVSEND_BUNDLE
+    used_for = "BundleStream.send_many (send bundles)"
 
 
 class AsyncCancel:
@@ -985,6 +1050,8 @@ OPS: tuple[type[Op] | type[AsyncCancel], ...] = (
     DirectShutdown,
     DirectSetsockopt,
     DirectClose,
+    SendSelect,
+    SendBundle,
 )
 
 

@@ -93,6 +93,7 @@ UNREGISTER_RING_FDS: Final = 21  # 5.18
 REGISTER_PBUF_RING: Final = 22  # 5.19
 UNREGISTER_PBUF_RING: Final = 23  # 5.19
 REGISTER_FILES2: Final = 13  # 5.13 (IORING_RSRC_REGISTER_SPARSE: 5.19)
+REGISTER_PBUF_STATUS: Final = 26  # 6.8
 
 RESTRICTION_REGISTER_OP: Final = 0
 RESTRICTION_SQE_OP: Final = 1
@@ -115,6 +116,7 @@ REGISTER_OP_NAMES: Final = {
     REGISTER_RING_FDS: "IORING_REGISTER_RING_FDS",
     UNREGISTER_RING_FDS: "IORING_UNREGISTER_RING_FDS",
     REGISTER_FILES2: "IORING_REGISTER_FILES2",
+    REGISTER_PBUF_STATUS: "IORING_REGISTER_PBUF_STATUS",
 }
 
 # ---------------------------------------------------------------- the allowlist
@@ -136,9 +138,10 @@ BACKEND_SQE_FLAGS: Final = functools.reduce(operator.or_, (op.sqe_flags for op i
 #: the provided-buffer ring's set-up and teardown, dropping the ring fd's
 #: registration when the ring closes (it is registered before the ring is enabled),
 #: and the sparse file table of direct descriptors (trio_uring.direct), registered
-#: when a run makes its first one.
+#: when a run makes its first one; reading a send ring's kernel head (trio_uring.bundles).
 BACKEND_REGISTER_OPS: Final = frozenset(
     {REGISTER_PROBE, REGISTER_PBUF_RING, UNREGISTER_PBUF_RING, UNREGISTER_RING_FDS, REGISTER_FILES2}
+    | {REGISTER_PBUF_STATUS}
 )
 #: Those it calls while the ring is still disabled, before the restrictions hold.
 SETUP_REGISTER_OPS: Final = frozenset({REGISTER_RESTRICTIONS, REGISTER_ENABLE_RINGS, REGISTER_RING_FDS})

@@ -266,15 +266,17 @@ int tu_pbuf_setup(struct tu_ring *r, struct tu_pbuf *pb, unsigned bgid,
         pb->br = NULL;
         return -errno;
     }
-    pb->bufs = mmap(NULL, pb->bufs_len, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    /* buf_size 0: a send ring, whose entries point at the caller's memory. */
+    pb->bufs = !buf_size ? NULL : mmap(NULL, pb->bufs_len, PROT_READ | PROT_WRITE,
+                                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (pb->bufs == MAP_FAILED) {
         pb->bufs = NULL;
         ret = -errno;
         goto fail;
     }
     madvise(pb->br, pb->ring_len, MADV_DONTFORK);
-    madvise(pb->bufs, pb->bufs_len, MADV_DONTFORK);
+    if (pb->bufs)
+        madvise(pb->bufs, pb->bufs_len, MADV_DONTFORK);
     memset(&reg, 0, sizeof(reg));
     reg.ring_addr = (uint64_t)(uintptr_t)pb->br;
     reg.ring_entries = entries;
@@ -286,8 +288,9 @@ int tu_pbuf_setup(struct tu_ring *r, struct tu_pbuf *pb, unsigned bgid,
     pb->mask = entries - 1;
     pb->buf_size = buf_size;
     pb->bgid = bgid;
-    for (unsigned bid = 0; bid < entries; bid++)
-        tu_pbuf_recycle(pb, bid);
+    if (pb->bufs)
+        for (unsigned bid = 0; bid < entries; bid++)
+            tu_pbuf_recycle(pb, bid);
     return 0;
 
 fail:
@@ -309,7 +312,8 @@ void tu_pbuf_teardown(struct tu_ring *r, struct tu_pbuf *pb)
         reg.bgid = (uint16_t)pb->bgid;
         sys_register(r->fd, IORING_UNREGISTER_PBUF_RING, &reg, 1);
     }
-    munmap(pb->bufs, pb->bufs_len);
+    if (pb->bufs)
+        munmap(pb->bufs, pb->bufs_len);
     munmap(pb->br, pb->ring_len);
     memset(pb, 0, sizeof(*pb));
 }
@@ -323,6 +327,43 @@ void tu_pbuf_recycle(struct tu_pbuf *pb, unsigned bid)
     buf->bid = (uint16_t)bid;
     pb->tail++;
     /* The tail overlays bufs[0].resv; publishing it hands the buffer over. */
+    store_release(&pb->br->tail, pb->tail);
+}
+
+/* IORING_REGISTER_PBUF_STATUS (6.8): the 6.1 header lacks it. */
+#define TU_REGISTER_PBUF_STATUS 26
+#ifndef IORING_REGISTER_PBUF_STATUS
+#define IORING_REGISTER_PBUF_STATUS TU_REGISTER_PBUF_STATUS
+#endif
+
+int tu_pbuf_head(struct tu_ring *r, struct tu_pbuf *pb)
+{
+    /* struct io_uring_buf_status: buf_group, head, resv[8]. */
+    uint32_t status[10];
+    int ret;
+
+    if ((ret = unusable(r)))
+        return ret;
+    memset(status, 0, sizeof(status));
+    status[0] = pb->bgid;
+    ret = sys_register(r->fd, IORING_REGISTER_PBUF_STATUS, status, 1);
+    return ret < 0 ? ret : (int)(status[1] & 0xFFFF);
+}
+
+void tu_pbuf_push(struct tu_pbuf *pb, const void *addr, unsigned len)
+{
+    struct io_uring_buf *buf = &pb->br->bufs[pb->tail & pb->mask];
+
+    buf->addr = (uint64_t)(uintptr_t)addr;
+    buf->len = len;
+    buf->bid = (uint16_t)(pb->tail & pb->mask);
+    pb->tail++;
+    store_release(&pb->br->tail, pb->tail);
+}
+
+void tu_pbuf_set_tail(struct tu_pbuf *pb, unsigned tail)
+{
+    pb->tail = (uint16_t)tail;
     store_release(&pb->br->tail, pb->tail);
 }
 

@@ -121,6 +121,9 @@ int tu_pbuf_setup(struct tu_ring *r, struct tu_pbuf *pb, unsigned bgid,
 void tu_pbuf_teardown(struct tu_ring *r, struct tu_pbuf *pb);
 /* Give buffer ``bid`` back to the kernel. */
 void tu_pbuf_recycle(struct tu_pbuf *pb, unsigned bid);
+void tu_pbuf_push(struct tu_pbuf *pb, const void *addr, unsigned len);
+int tu_pbuf_head(struct tu_ring *r, struct tu_pbuf *pb);
+void tu_pbuf_set_tail(struct tu_pbuf *pb, unsigned tail);
 
 /* SQE writers.  tu_get_sqe hands out the next free SQE, zeroed (flushing the SQ
  * to the kernel when it is full), or NULL: then tu_no_sqe says why (-EBUSY, the

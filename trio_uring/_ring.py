@@ -110,6 +110,9 @@ FEAT_SUBMIT_STABLE: Final = 1 << 2
 FEAT_FAST_POLL: Final = 1 << 5
 FEAT_EXT_ARG: Final = 1 << 8
 FEAT_CQE_SKIP: Final = 1 << 11
+# Sends from provided buffers and send/recv bundles (6.10). The send man pages call
+# it IORING_FEAT_SEND_BUF_SELECT; the header's name is this one.
+FEAT_RECVSEND_BUNDLE: Final = 1 << 14
 
 # What this backend cannot work without, and the first kernel that has it.
 REQUIRED_FEATURES: Final = {

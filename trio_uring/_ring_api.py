@@ -140,6 +140,13 @@ WRITERS: tuple[Writer, ...] = (
         "recvmsg(2); the data, name and control buffers are written until the CQE.",
     ),
     Writer(
+        "send_select",
+        "SEND",
+        (_FD, _LEN, _MSG_FLAGS, _SQE_FLAGS, _f("buf_group", "unsigned"), _IOPRIO),
+        "send(2) from buffers the kernel takes from ``buf_group`` (``sqe_flags`` IOSQE_BUFFER_SELECT); ``ioprio``"
+        " IORING_RECVSEND_BUNDLE: as many as are there, in ring order (``len`` 0).",
+    ),
+    Writer(
         "sqe",
         None,
         (
@@ -283,6 +290,19 @@ FUNCTIONS: tuple[Function, ...] = (
     ),
     Function("tu_pbuf_teardown", "void", (_RING, _PBUF), "Unregister and unmap it."),
     Function("tu_pbuf_recycle", "void", (_PBUF, ("unsigned", "bid")), "Give buffer ``bid`` back to the kernel."),
+    Function(
+        "tu_pbuf_push",
+        "void",
+        (_PBUF, ("const void *", "addr"), ("unsigned", "len")),
+        "A send ring's next entry: ``len`` bytes at ``addr`` (the caller keeps them alive), buffer id tail & mask.",
+    ),
+    Function("tu_pbuf_set_tail", "void", (_PBUF, ("unsigned", "tail")), "Set and publish the ring's tail."),
+    Function(
+        "tu_pbuf_head",
+        "int",
+        (_RING, _PBUF),
+        "The kernel's head of the ring (IORING_REGISTER_PBUF_STATUS, 6.8), or a negated errno.",
+    ),
     Function(
         "tu_register",
         "int",

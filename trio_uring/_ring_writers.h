@@ -170,6 +170,24 @@ static inline int tu_prep_recvmsg(struct tu_ring *r, int fd, void *msghdr, unsig
     return 0;
 }
 
+/* send(2) from buffers the kernel takes from ``buf_group`` (``sqe_flags`` IOSQE_BUFFER_SELECT); ``ioprio`` IORING_RECVSEND_BUNDLE: as many as are there, in ring order (``len`` 0). */
+static inline int tu_prep_send_select(struct tu_ring *r, int fd, unsigned len, unsigned msg_flags, unsigned sqe_flags, unsigned buf_group, unsigned ioprio, uint64_t user_data)
+{
+    struct io_uring_sqe *sqe = tu_get_sqe(r);
+    if (!sqe)
+        return tu_no_sqe(r);
+    sqe->opcode = IORING_OP_SEND;
+    sqe->fd = fd;
+    sqe->len = len;
+    sqe->msg_flags = msg_flags;
+    sqe->flags = sqe_flags;
+    sqe->buf_group = buf_group;
+    sqe->ioprio = ioprio;
+    sqe->user_data = user_data;
+    r->ops_submitted[IORING_OP_SEND]++;
+    return 0;
+}
+
 /* Any SQE, field by field (trio_uring.lowlevel.Operation): the writer for ops declared outside the package. */
 static inline int tu_prep_sqe(struct tu_ring *r, unsigned opcode, unsigned sqe_flags, unsigned ioprio, int fd, uint64_t off, uint64_t addr, unsigned len, unsigned op_flags, unsigned buf_index, unsigned file_index, uint64_t addr3, uint64_t user_data)
 {

@@ -28,6 +28,7 @@ class Writers:
         "recv",
         "recvmsg",
         "send",
+        "send_select",
         "sendmsg",
         "socket",
         "sqe",
@@ -57,6 +58,9 @@ class Writers:
         self.sendmsg: Callable[[int, Any, int, int], int] = partial(lib.tu_prep_sendmsg, r)
         #: recvmsg(2); the data, name and control buffers are written until the CQE.
         self.recvmsg: Callable[[int, Any, int, int], int] = partial(lib.tu_prep_recvmsg, r)
+        #: send(2) from buffers the kernel takes from ``buf_group`` (``sqe_flags`` IOSQE_BUFFER_SELECT);
+        #: ``ioprio`` IORING_RECVSEND_BUNDLE: as many as are there, in ring order (``len`` 0).
+        self.send_select: Callable[[int, int, int, int, int, int, int], int] = partial(lib.tu_prep_send_select, r)
         #: Any SQE, field by field (trio_uring.lowlevel.Operation): the writer for ops declared outside the
         #: package.
         self.sqe: Callable[

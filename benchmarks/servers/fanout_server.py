@@ -19,7 +19,8 @@ benchmarks/forms.py). To add one: write the writer, add a line to VARIANTS.
     write_each        one send_all per message: what unchanged code does
     write_coalesced   everything queued (up to --max-batch bytes) joined, one send_all:
                       the honest rival of send bundles
-    write_bundles     the slot for issue 15's send bundles (not built yet, see below)
+    write_bundles     the same batches handed to trio_uring.bundles.BundleStream.send_many
+                      with bundles on: one SEND bundle per batch, no join
 
 --stats FILE: a JSON object with two snapshots (benchmarks/stats.py), taken when the
 publisher starts and when the last writer is done: server CPU and ring ops per message.
@@ -121,15 +122,51 @@ async def write_coalesced(stream: trio.abc.SendStream, box: Outbox, opts: argpar
 
 
 async def write_bundles(stream: trio.abc.SendStream, box: Outbox, opts: argparse.Namespace) -> None:
-    """The slot for issue 15: each queued message handed to the stream's send ring and
-    drained by send bundles. Replace this body and bundles_missing() once trio_uring has
-    the API (the queue protocol is write_each's: wait_for_messages, popleft, taken)."""
-    raise NotImplementedError(bundles_missing())
+    """Everything queued (up to --max-batch bytes) handed to BundleStream.send_many with
+    bundles on: the messages go into the socket's send ring as they are (no join) and
+    one SEND bundle drains them."""
+    from trio_uring.bundles import BundleStream
+
+    assert isinstance(stream, trio.SocketStream)
+    bstream = BundleStream(stream, bundles=True, ring_entries=opts.ring_entries)
+    queue, max_batch = box.queue, opts.max_batch
+    try:
+        while True:
+            await box.wait_for_messages()
+            if not queue:
+                return
+            parts, n = [], 0
+            while queue and n < max_batch:
+                msg = queue.popleft()
+                parts.append(msg)
+                n += len(msg)
+            await bstream.send_many(parts)
+            box.taken()
+    finally:
+        COMPLETIONS[0] += bstream.completions
+
+
+#: Completions the writers counted (bundles: CQEs, F_MORE ones included), written to
+#: --stats as io.completions so fanout.py reports them instead of SQEs per message.
+COMPLETIONS = [0]
+COUNTS_COMPLETIONS = {"trio-uring-bundles"}
 
 
 def bundles_missing() -> str | None:
-    return ("trio_uring has no send-bundle API yet: fill in write_bundles() and bundles_missing() in "
-            "benchmarks/servers/fanout_server.py")
+    try:
+        import trio_uring
+        from trio_uring.bundles import send_bundles_supported
+    except ImportError as exc:
+        return f"trio_uring has no send-bundle API: {exc}"
+
+    async def probe() -> bool:
+        from trio_uring._iomanager import current_driver
+        driver = current_driver()
+        return driver is not None and send_bundles_supported(driver)
+
+    if not trio_uring.run(probe):
+        return "this kernel has no send bundles (IORING_FEAT_RECVSEND_BUNDLE, Linux 6.10)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -164,6 +201,7 @@ def main() -> None:
     p.add_argument("-s", "--size", type=int, default=64)
     p.add_argument("--queue", type=int, default=1024, help="messages a connection's queue holds (1024)")
     p.add_argument("--max-batch", type=int, default=65536, help="coalesced: bytes per send_all at most (65536)")
+    p.add_argument("--ring-entries", type=int, default=1024, help="bundles: send ring entries (1024)")
     p.add_argument("--stats", metavar="FILE")
     p.add_argument("--check", action="store_true")
     opts = p.parse_args()
@@ -221,8 +259,11 @@ def main() -> None:
             await all_done.wait()
             after = snapshot()
             if opts.stats:
+                b, a = json.loads(before), json.loads(after)
+                if opts.variant in COUNTS_COMPLETIONS:
+                    b["io"]["completions"], a["io"]["completions"] = 0, COMPLETIONS[0]
                 with open(opts.stats, "w") as f:
-                    json.dump({"before": json.loads(before), "after": json.loads(after), "variant": opts.variant,
+                    json.dump({"before": b, "after": a, "variant": opts.variant,
                                "messages": opts.msgs * opts.conns}, f)
             nursery.cancel_scope.cancel()
 

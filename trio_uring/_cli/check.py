@@ -22,7 +22,15 @@ from trio_uring._requirements import (
     kernel_version,
 )
 from trio_uring._restrict import current_state
-from trio_uring._ring import FEAT_CQE_SKIP, SETUP_CLAMP, SETUP_SUBMIT_ALL, Ring, _read_text, _seccomp_mode
+from trio_uring._ring import (
+    FEAT_CQE_SKIP,
+    FEAT_RECVSEND_BUNDLE,
+    SETUP_CLAMP,
+    SETUP_SUBMIT_ALL,
+    Ring,
+    _read_text,
+    _seccomp_mode,
+)
 
 __all__ = ["check"]
 
@@ -103,6 +111,7 @@ def check() -> bool:
             "CQE_SKIP": bool(ring.features & FEAT_CQE_SKIP),
             "SUBMIT_ALL": bool(ring.setup_flags & SETUP_SUBMIT_ALL),
             "COOP_TASKRUN": bool(ring.setup_flags & (_COOP_TASKRUN or 0)),
+            "RECVSEND_BUNDLE": bool(ring.features & FEAT_RECVSEND_BUNDLE),
         }
         for name, (use, since) in OPTIONAL_FEATURES.items():
             print(f"  {name:<22} {since:<6} {_yes(optional[name]):<5} optional: {use}")

@@ -1,0 +1,277 @@
+"""Send bundles: many queued buffers of one stream socket sent by one io_uring op.
+
+`BundleStream` wraps a `trio.SocketStream` and adds `BundleStream.send_many`:
+send these buffers, in order, as if each were passed to ``send_all`` in turn, and
+return when all of their bytes belong to the kernel. On the io_uring backend, with
+bundles on and a kernel that has them (IORING_FEAT_RECVSEND_BUNDLE, 6.10, asked at
+run time), the buffers are queued in the socket's send buffer ring
+(`trio_uring._sendring`) as they are, without copying, and drained by SEND
+bundles: one SQE and, usually, one CQE per batch of up to ``ring_entries`` buffers.
+Otherwise they are joined in Python and sent with one ``send_all`` (one plain
+SEND, or Trio's own send on epoll): the same API, the same bytes.
+
+Whether bundles are on by default is decided by measurement (`BUNDLES_BY_DEFAULT`,
+docs/source/bundles.rst has the numbers).
+
+Trio's contract, as ``SocketStream.send_all`` keeps it: one sender at a time
+(BusyResourceError, shared with the wrapped stream's ``send_all``),
+ClosedResourceError after ``send_eof`` or ``aclose`` (or if another task closes
+the socket meanwhile: nothing reaches a file that takes its number, the driver's
+closed-fd rule), BrokenResourceError for a connection error, every call a
+checkpoint. If ``send_many`` is cancelled, `bytes_sent` says exactly how many of
+its bytes the kernel took (what a CQE reported), and the stream goes on from
+there: whatever was not sent is dropped, in order, never reordered.
+
+Never for datagram sockets: a bundle merges its buffers into one datagram
+(``SocketStream`` accepts only SOCK_STREAM sockets anyway).
+"""
+
+from __future__ import annotations
+
+import errno
+import weakref
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+from trio import SocketStream
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
+
+from ._ops import SendBundle
+from ._ring import FEAT_RECVSEND_BUNDLE, Opcode
+from ._ring_cffi import ffi
+from ._sendring import SendRing
+from ._socket import UringSocket
+from ._stream import _translate
+
+if TYPE_CHECKING:
+    from ._lifecycle import Driver
+
+__all__ = ["BUNDLES_BY_DEFAULT", "BundleStream", "send_bundles_supported"]
+
+#: Whether a `BundleStream` made without ``bundles=`` uses send bundles. Off: on the
+#: fan-out benchmark, joining the queued messages in Python and sending them with
+#: one SEND was as fast or faster (docs/source/bundles.rst).
+BUNDLES_BY_DEFAULT: bool = False
+
+_FIRST_SEND_GROUP: Final = 1  # buffer group 0 is the driver's receive ring
+_MAX_GROUP: Final = 0xFFFF
+
+
+def send_bundles_supported(driver: Driver) -> bool:
+    """Whether this run's kernel takes sends from provided buffers and send bundles:
+    the ring's features (IORING_FEAT_RECVSEND_BUNDLE, which the send man pages call
+    IORING_FEAT_SEND_BUF_SELECT), never the kernel version."""
+    return bool(driver.ring.features & FEAT_RECVSEND_BUNDLE)
+
+
+class _Groups:
+    """The buffer group ids of one run's send rings: handed out, given back on close."""
+
+    def __init__(self) -> None:
+        self.free: list[int] = []
+        self.next = _FIRST_SEND_GROUP
+
+    def take(self) -> int:
+        if self.free:
+            return self.free.pop()
+        if self.next > _MAX_GROUP:
+            raise OSError(errno.ENOBUFS, "trio_uring: no buffer group id left for another send ring")
+        bgid, self.next = self.next, self.next + 1
+        return bgid
+
+    def give_back(self, bgid: int) -> None:
+        self.free.append(bgid)
+
+
+_groups: weakref.WeakKeyDictionary[Driver, _Groups] = weakref.WeakKeyDictionary()
+
+
+def _new_ring(driver: Driver, entries: int) -> SendRing:
+    groups = _groups.get(driver)
+    if groups is None:
+        groups = _groups[driver] = _Groups()
+    bgid = groups.take()
+    try:
+        ring = SendRing(driver.ring, bgid, entries)
+    except BaseException:
+        groups.give_back(bgid)
+        raise
+    ring.on_close = groups.give_back
+    return ring
+
+
+class BundleStream(trio.abc.HalfCloseableStream):
+    """A `trio.SocketStream` with `send_many`: queued buffers sent in order, one op a batch.
+
+    ``bundles``: use send bundles where the kernel has them (None: `BUNDLES_BY_DEFAULT`).
+    ``ring_entries``: the most buffers one bundle takes (a power of two; the send
+    ring of this many entries is registered on the first `send_many` of a run).
+    Receiving, ``send_eof`` and ``wait_send_all_might_not_block`` are the wrapped
+    stream's.
+    """
+
+    def __init__(self, transport_stream: SocketStream, *, bundles: bool | None = None, ring_entries: int = 256) -> None:
+        if not isinstance(transport_stream, SocketStream):
+            raise TypeError(f"BundleStream wraps a trio.SocketStream, not {type(transport_stream).__name__}")
+        if ring_entries < 1 or ring_entries & (ring_entries - 1) or ring_entries > 32768:
+            raise ValueError(f"ring_entries must be a power of two between 1 and 32768, not {ring_entries}")
+        self.transport_stream = transport_stream
+        self.bundles = BUNDLES_BY_DEFAULT if bundles is None else bundles
+        self.ring_entries = ring_entries
+        #: Bytes of this stream's `send_all` / `send_many` calls the kernel took,
+        #: counted from the completions (exact also for a cancelled call).
+        self.bytes_sent = 0
+        #: Completions (CQEs) of this stream's send bundles: one per pass of the kernel
+        #: over at most 256 buffers (a bundle posts more with IORING_CQE_F_MORE).
+        self.completions = 0
+        self._ring: SendRing | None = None
+        self._ring_driver: Driver | None = None
+        self._closed = False
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        return self.transport_stream.socket
+
+    def _bundle_driver(self) -> Driver | None:
+        """The driver to send bundles on, or None: send joined buffers instead."""
+        if not self.bundles:
+            return None
+        sock = self.transport_stream.socket
+        if type(sock) is not UringSocket:
+            return None
+        driver = sock._uring_driver()
+        if driver is None or not send_bundles_supported(driver) or Opcode.SEND not in _probe(driver):
+            return None
+        return driver
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """``SocketStream.send_all``, counted in `bytes_sent`."""
+        await self.send_many((data,))
+
+    async def send_many(self, buffers: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Send ``buffers`` in order, as ``send_all`` of each in turn would, with as
+        few ops as it can; return when all their bytes belong to the kernel."""
+        transport = self.transport_stream
+        driver = self._bundle_driver()
+        if driver is None:
+            await self._send_joined(buffers)
+            return
+        sock = transport.socket
+        assert isinstance(sock, UringSocket)
+        if sock._did_shutdown_SHUT_WR:
+            raise trio.ClosedResourceError("can't send data after sending EOF")
+        detector = transport._send_conflict_detector
+        if detector._held:
+            raise trio.BusyResourceError(detector._msg)
+        detector._held = True
+        try:
+            await self._send_bundles(driver, sock, buffers)
+        except OSError as exc:
+            _translate(exc)
+        finally:
+            detector._held = False
+
+    async def _send_joined(self, buffers: Iterable[bytes | bytearray | memoryview]) -> None:
+        try:
+            data = b"".join(buffers)
+        except TypeError:
+            await trio.lowlevel.checkpoint()
+            raise
+        await self.transport_stream.send_all(data)
+        self.bytes_sent += len(data)
+
+    def _ring_for(self, driver: Driver) -> SendRing:
+        ring = self._ring
+        if ring is None or self._ring_driver is not driver or ring.closed:
+            ring = self._ring = _new_ring(driver, self.ring_entries)
+            self._ring_driver = driver
+        return ring
+
+    async def _send_bundles(self, driver: Driver, sock: UringSocket, buffers: Iterable[Any]) -> None:
+        await checkpoint_if_cancelled()
+        try:
+            # bytes as they are; other buffers as views of the caller's memory (kept
+            # until sent); empty ones left out.
+            pieces: list[Any] = [
+                buf if type(buf) is bytes else ffi.from_buffer(buf) for buf in buffers
+            ]
+            if not all(map(len, pieces)):
+                pieces = [buf for buf in pieces if len(buf)]
+            fd = sock._sock.fileno()
+            if fd == -1:
+                raise trio.ClosedResourceError("socket was already closed")
+            st = driver.fd(fd)
+            ring = self._ring_for(driver) if pieces else None
+        except BaseException:
+            await cancel_shielded_checkpoint()
+            raise
+        if ring is None:
+            await cancel_shielded_checkpoint()
+            return
+        n = len(pieces)
+        i = 0
+        op: SendBundle | None = None
+        try:
+            while True:
+                if i < n:
+                    i = ring.push_many(pieces, i)  # the ring holds them now, until a CQE reports them sent
+                if not ring.queued():
+                    break
+                op = SendBundle(st.fd, ring, 0)
+                try:
+                    await driver.perform(op, st)
+                finally:
+                    if op.user_data in driver.ops:
+                        # Still in flight (the run is being torn down): the op keeps
+                        # the ring and its memory; this stream never uses it again.
+                        self._ring = None
+                    else:
+                        self.bytes_sent += op.sent
+                        self.completions += op.cqes
+                if ring.out_of_step is not None:
+                    raise RuntimeError(f"trio_uring: send ring out of step: {ring.out_of_step}")
+                if not op.sent:
+                    raise trio.BrokenResourceError("socket connection broken: a send bundle sent nothing")
+                if ring.queued():
+                    ring.settle()  # a short send: what is left goes next, in order
+                    await checkpoint_if_cancelled()  # (short because it was cancelled?)
+        finally:
+            # Cancelled, an error, the socket closed: drop what did not go out, so
+            # the next call starts right after the last byte the kernel took.
+            if ring is self._ring and ring.queued() and not driver.closed:
+                ring.drop()
+            if self._closed and ring is self._ring:
+                self._close_ring()
+
+    def _close_ring(self) -> None:
+        ring, self._ring = self._ring, None
+        if ring is not None and self._ring_driver is not None and not self._ring_driver.closed:
+            ring.close()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.transport_stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.transport_stream.send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return await self.transport_stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        try:
+            await self.transport_stream.aclose()
+        finally:
+            if not self.transport_stream._send_conflict_detector._held:
+                self._close_ring()
+
+
+_probes: weakref.WeakKeyDictionary[Driver, frozenset[Opcode | int]] = weakref.WeakKeyDictionary()
+
+
+def _probe(driver: Driver) -> frozenset[Opcode | int]:
+    supported = _probes.get(driver)
+    if supported is None:
+        supported = _probes[driver] = driver.ring.probe()
+    return supported
