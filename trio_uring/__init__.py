@@ -25,6 +25,7 @@ from ._install import (
 from ._iomanager import UringIOManager, UringStatistics
 from ._path import Path
 from ._ring import UringUnavailableError
+from ._send_file import send_file
 
 # Trio's own, under the names trio_uring's development versions gave their stream
 # classes and helpers (Trio's SocketStream & co. are fast on the backend now: see _stream.py).
@@ -53,6 +54,7 @@ __all__ = [
     "open_file",
     "open_tcp_listeners",
     "run",
+    "send_file",
     "serve_tcp",
     "socket",
     "start_guest_run",

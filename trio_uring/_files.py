@@ -82,7 +82,7 @@ import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from ._iomanager import current_driver
-from ._ops import Close, FileRead, FileWrite, Fsync, OpenAt, close_quietly
+from ._ops import RWF_NOWAIT, Close, FileRead, FileWrite, Fsync, OpenAt, close_quietly
 from ._restrict import _kernel_supported
 from ._ring import NOT_SUBMITTED, Opcode, os_error
 from ._ring_cffi import ffi
@@ -95,7 +95,6 @@ if TYPE_CHECKING:
 __all__ = ["UringFile", "fsync", "open_file", "ring_has"]
 
 _EAGAIN: Final = -errno.EAGAIN
-_RWF_NOWAIT: Final = int(getattr(os, "RWF_NOWAIT", 8))
 _MAX_RW: Final = 0x7FFF_F000  # what one read(2)/write(2) moves at most on Linux
 _LINE_CHUNK: Final = 8192
 _FSYNC_DATASYNC: Final = 1  # IORING_FSYNC_DATASYNC
@@ -296,7 +295,7 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
         (RWF_NOWAIT), else an op that waits. Its byte count, or OSError."""
         driver, st = self._driver, self._st
         if self._nowait:
-            res = driver.try_now(op_class(st.fd, buf, nbytes, offset, _RWF_NOWAIT), st)
+            res = driver.try_now(op_class(st.fd, buf, nbytes, offset, RWF_NOWAIT), st)
             if res >= 0:
                 return min(res, nbytes)
             if res == -errno.EOPNOTSUPP:

@@ -473,9 +473,11 @@ class Driver:
             self.dispatch(ring.reap())
         return op.result()
 
-    async def wait_ready(self, fd: int, slot: int) -> None:
-        """`trio.lowlevel.wait_readable` / `wait_writable`, as a POLL_ADD."""
-        st = self.fd(fd)
+    async def wait_ready(self, fd: int, slot: int, st: FdState | None = None) -> None:
+        """`trio.lowlevel.wait_readable` / `wait_writable`, as a POLL_ADD (``st``: the
+        FdState a call captured when it began, if ``fd`` is a private duplicate)."""
+        if st is None:
+            st = self.fd(fd)
         poll_class = PollIn if slot == READ else PollOut
         op = poll_class(fd)
         while True:

@@ -79,6 +79,7 @@ __all__ = [
     "PollIn",
     "PollOut",
     "Read",
+    "ReadNoWait",
     "Recv",
     "RecvBytes",
     "RecvMsg",
@@ -89,6 +90,7 @@ __all__ = [
     "SendMsg",
     "SendSelect",
     "Socket",
+    "Splice",
     "Statx",
     "UnlinkAt",
 ]
@@ -108,6 +110,8 @@ ACCEPT_MULTISHOT: Final = 1  # IORING_ACCEPT_MULTISHOT
 
 _ENOBUFS: Final = errno.ENOBUFS
 _EAGAIN: Final = errno.EAGAIN
+RWF_NOWAIT: Final = 0x8  # linux/fs.h: fail with EAGAIN rather than wait for the data
+_NO_OFFSET: Final = 0xFFFF_FFFF_FFFF_FFFF  # (u64)-1: a pipe end's offset, "none"
 # Plain ints: `flags | socket.MSG_DONTWAIT` would go through enum.IntFlag (~2 us).
 MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
 _NOT_DONTWAIT: Final = ~MSG_DONTWAIT
@@ -1016,6 +1020,66 @@ class DirectClose(Op):
         return w.sqe(self.opcode, 0, 0, 0, 0, 0, 0, 0, 0, self.file_slot + 1, 0, user_data)
 
 
+# ---------------------------------------------------------------- send_file
+
+
+class Splice(Op):
+    """IORING_OP_SPLICE of up to ``nbytes`` from ``fd_in`` to ``fd``, one of them a
+    pipe: `trio_uring.send_file` moves a file's pages file -> pipe -> socket.
+
+    ``off_in``: where to read a regular file (its position is left alone), or -1
+    for a pipe. The kernel runs every SPLICE in an io-wq thread, where it resolves
+    the fd numbers only when it starts: send_file hands it private duplicates, which
+    nobody else can close and reuse meanwhile. It owns no memory (pages go from file
+    to pipe to socket by reference), but what it moved must still be counted: the
+    CQE decides, as for a SEND. ``slot`` WRITE: its FdState is the socket's.
+    """
+
+    __slots__ = ("fd_in", "nbytes", "off_in", "owned_fds")
+    opcode = Opcode.SPLICE
+    slot = WRITE
+    used_for = "send_file() (file -> pipe -> socket)"
+    since = "5.7"
+
+    def __init__(self, fd: int, fd_in: int, off_in: int, nbytes: int) -> None:
+        super().__init__(fd)
+        self.fd_in = fd_in
+        self.off_in = off_in
+        self.nbytes = nbytes
+        #: fds its caller could not close while the op was in flight (its task went
+        #: away): closed by `discard` at its final CQE.
+        self.owned_fds: tuple[int, ...] = ()
+
+    def discard(self) -> None:
+        for fd in self.owned_fds:
+            close_quietly(fd)
+
+    def write(self, w: Writers, user_data: int) -> int:
+        return w.splice(self.fd, _NO_OFFSET, self.fd_in, self.off_in & _NO_OFFSET, self.nbytes, 0, user_data)
+
+
+class ReadNoWait(Op):
+    """IORING_OP_READ with RWF_NOWAIT of up to ``nbytes`` at ``offset`` into ``buf``
+    (an owned buffer): what the page cache holds, completed within the submitting
+    io_uring_enter, or -EAGAIN; never a wait for the disk (nor an io-wq thread).
+    `trio_uring.send_file` reads small files with it (`Driver.try_now`)."""
+
+    __slots__ = ("buf", "nbytes", "offset")
+    opcode = Opcode.READ
+    used_for = "send_file() of small files (what the page cache holds)"
+    since = "5.6"
+
+    def __init__(self, fd: int, buf: Any, nbytes: int, offset: int) -> None:
+        super().__init__(fd)
+        self.buf = buf
+        self.nbytes = nbytes
+        self.offset = offset
+
+    def write(self, w: Writers, user_data: int) -> int:
+        addr = int(ffi.cast("uintptr_t", self.buf))
+        return w.sqe(self.opcode, 0, 0, self.fd, self.offset, addr, self.nbytes, RWF_NOWAIT, 0, 0, 0, user_data)
+
+
 #: Every op class, for ``python -m trio_uring check`` and the restricted ring.
 OPS: tuple[type[Op] | type[AsyncCancel], ...] = (
     PollIn,
@@ -1052,6 +1116,8 @@ OPS: tuple[type[Op] | type[AsyncCancel], ...] = (
     DirectClose,
     SendSelect,
     SendBundle,
+    Splice,
+    ReadNoWait,
 )
 
 

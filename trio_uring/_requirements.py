@@ -42,6 +42,7 @@ USED_OPCODES: dict[Opcode, tuple[str, str]] = {
     Opcode.CLOSE: ("files' close(); a direct socket's close() (trio_uring.direct, 5.15)", "5.6"),
     Opcode.SHUTDOWN: ("direct sockets: send_eof()", "5.11"),
     Opcode.URING_CMD: ("direct sockets: setsockopt() (optional; its socket command is 6.7)", "5.19"),
+    Opcode.SPLICE: ("send_file() (file -> pipe -> socket)", "5.7"),
 }
 
 #: Variants of those ops that the opcode probe cannot see: judged by kernel version.

@@ -165,6 +165,20 @@ WRITERS: tuple[Writer, ...] = (
         "Any SQE, field by field (trio_uring.lowlevel.Operation): the writer for ops declared outside the"
         " package.",
     ),
+    Writer(
+        "splice",
+        "SPLICE",
+        (
+            _f("fd", "int", "fd_out"),
+            _f("off", "uint64_t", "off_out"),
+            _f("splice_fd_in", "int", "fd_in"),
+            _f("splice_off_in", "uint64_t", "off_in"),
+            _LEN,
+            _f("splice_flags", "unsigned"),
+        ),
+        "splice(2) of up to ``len`` bytes from ``fd_in`` to ``fd_out``, one of them a pipe (an offset of -1:"
+        " none, as a pipe needs; else the file is read at that offset and its position left alone).",
+    ),
 )
 
 # Writers whose op needs a struct that only newer kernels' headers define are not

@@ -90,5 +90,17 @@ class _Lib:
         user_data: int,
         /,
     ) -> int: ...
+    def tu_prep_splice(
+        self,
+        r: _CData,
+        fd_out: int,
+        off_out: int,
+        fd_in: int,
+        off_in: int,
+        len: int,
+        splice_flags: int,
+        user_data: int,
+        /,
+    ) -> int: ...
 
 lib: _Lib

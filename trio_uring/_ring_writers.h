@@ -210,4 +210,22 @@ static inline int tu_prep_sqe(struct tu_ring *r, unsigned opcode, unsigned sqe_f
     return 0;
 }
 
+/* splice(2) of up to ``len`` bytes from ``fd_in`` to ``fd_out``, one of them a pipe (an offset of -1: none, as a pipe needs; else the file is read at that offset and its position left alone). */
+static inline int tu_prep_splice(struct tu_ring *r, int fd_out, uint64_t off_out, int fd_in, uint64_t off_in, unsigned len, unsigned splice_flags, uint64_t user_data)
+{
+    struct io_uring_sqe *sqe = tu_get_sqe(r);
+    if (!sqe)
+        return tu_no_sqe(r);
+    sqe->opcode = IORING_OP_SPLICE;
+    sqe->fd = fd_out;
+    sqe->off = off_out;
+    sqe->splice_fd_in = fd_in;
+    sqe->splice_off_in = off_in;
+    sqe->len = len;
+    sqe->splice_flags = splice_flags;
+    sqe->user_data = user_data;
+    r->ops_submitted[IORING_OP_SPLICE]++;
+    return 0;
+}
+
 #endif

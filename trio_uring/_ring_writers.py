@@ -31,6 +31,7 @@ class Writers:
         "send_select",
         "sendmsg",
         "socket",
+        "splice",
         "sqe",
     )
 
@@ -67,3 +68,6 @@ class Writers:
             [int, int, int, int, int, int, int, int, int, int, int, int],
             int,
         ] = partial(lib.tu_prep_sqe, r)
+        #: splice(2) of up to ``len`` bytes from ``fd_in`` to ``fd_out``, one of them a pipe (an offset of -1:
+        #: none, as a pipe needs; else the file is read at that offset and its position left alone).
+        self.splice: Callable[[int, int, int, int, int, int, int], int] = partial(lib.tu_prep_splice, r)
