@@ -1,5 +1,6 @@
 """What trio_uring needs from the kernel: the tables ``python -m trio_uring check``
-prints and the docs' requirements page shows (docs/source/conf.py), in one place.
+prints and the docs' requirements page shows (docs/source/conf.py), in one place;
+the opcodes' rows come from the ops table itself (trio_uring/_ops.py).
 
 Data, and one small function; no I/O. The ring layer's hard requirements
 (`REQUIRED_FEATURES`, `REQUIRED_OPCODES`: a ring without them is refused at set-up)
@@ -12,6 +13,7 @@ import platform
 import re
 
 from . import _ring
+from ._ops import OPS
 from ._ring import REQUIRED_FEATURES, REQUIRED_OPCODES, Opcode
 
 __all__ = [
@@ -27,23 +29,25 @@ __all__ = [
 #: The Linux release trio_uring is built and tested for.
 KERNEL_FLOOR = (6, 1)
 
+def _used_opcodes() -> dict[Opcode, tuple[str, str]]:
+    # Each op in the ops table (trio_uring/_ops.py) says what it is used for and the
+    # first Linux that has it; ops that share an opcode share its row.
+    uses: dict[Opcode, list[str]] = {}
+    since: dict[Opcode, str] = {}
+    for op in OPS:
+        if op.used_for not in uses.setdefault(op.opcode, []):
+            uses[op.opcode].append(op.used_for)
+        if op.opcode not in since or _version(op.since) < _version(since[op.opcode]):
+            since[op.opcode] = op.since
+    return {opcode: ("; ".join(what), since[opcode]) for opcode, what in uses.items()}
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
 #: The opcodes trio_uring submits: what for, and the first Linux that has them.
-USED_OPCODES: dict[Opcode, tuple[str, str]] = {
-    Opcode.POLL_ADD: ("wait_readable / wait_writable", "5.1"),
-    Opcode.ASYNC_CANCEL: ("cancellation, notify_closing, end of run", "5.5"),
-    Opcode.READ: ("force_wakeup (eventfd)", "5.6"),
-    Opcode.SOCKET: ("socket()", "5.19"),
-    Opcode.CONNECT: ("connect()", "5.5"),
-    Opcode.ACCEPT: ("accept() (multishot)", "5.5"),
-    Opcode.SEND: ("send()", "5.6"),
-    Opcode.SENDMSG: ("sendto(), sendmsg()", "5.3"),
-    Opcode.RECV: ("recv(), recv_into()", "5.6"),
-    Opcode.RECVMSG: ("recvfrom(), recvmsg() and their _into forms", "5.3"),
-    Opcode.CLOSE: ("files' close(); a direct socket's close() (trio_uring.direct, 5.15)", "5.6"),
-    Opcode.SHUTDOWN: ("direct sockets: send_eof()", "5.11"),
-    Opcode.URING_CMD: ("direct sockets: setsockopt() (optional; its socket command is 6.7)", "5.19"),
-    Opcode.SPLICE: ("send_file() (file -> pipe -> socket)", "5.7"),
-}
+USED_OPCODES: dict[Opcode, tuple[str, str]] = _used_opcodes()
 
 #: Variants of those ops that the opcode probe cannot see: judged by kernel version.
 USED_FLAGS: dict[str, tuple[str, tuple[int, int]]] = {
