@@ -181,6 +181,33 @@ async def test_receive_parked_then_closed_takes_nothing_from_the_new_socket(meth
             reuse.close()
 
 
+@pytest.mark.parametrize("data", [b"late", bytearray(b"late")])  # send(bytes) has a path of its own
+async def test_stream_send_parked_then_closed_sends_nothing(data: bytes | bytearray) -> None:
+    victim, peer = await tcp_pair()
+    try:
+        while True:  # fill the connection: the next send has to wait for room
+            victim._sock.send(b"f" * 65536)  # type: ignore[attr-defined]
+    except BlockingIOError:
+        pass
+    reuse = None
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def sender() -> None:
+                with pytest.raises(trio.ClosedResourceError):
+                    await victim.send(data)
+
+            nursery.start_soon(sender)
+            await trio.testing.wait_all_tasks_blocked()
+            reuse = close_and_reuse(victim)
+        await trio.sleep(0.05)
+        reuse.assert_untouched()
+    finally:
+        peer.close()
+        if reuse is not None:
+            reuse.close()
+
+
 @pytest.mark.parametrize("method", ["send", "sendto", "sendmsg"])
 async def test_datagram_send_parked_then_closed_sends_nothing(method: str) -> None:
     a, a_peer = trio.socket.socketpair(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_DGRAM)

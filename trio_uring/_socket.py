@@ -416,10 +416,29 @@ class UringSocket(_SocketType):
     # ---------------------------------------------------------------- send
 
     async def send(self, data: Any, flags: int = 0, /) -> int:
-        driver = current_driver()
+        driver = self._uring_driver()
         if driver is None:
             return await super().send(data, flags)
+        if type(data) is bytes and flags == 0 and data:
+            return await self._send_bytes(driver, data)
         return await self._io(driver, _send, data, flags)  # type: ignore[no-any-return]
+
+    async def _send_bytes(self, driver: Driver, data: bytes) -> int:
+        """send(data) of the commonest kind, as `_io` does it but without an op
+        object unless it has to wait: the C layer's MSG_DONTWAIT SEND first."""
+        await checkpoint_if_cancelled()
+        nbytes = min(len(data), _MAX_IO)
+        try:
+            st = driver.fd(self._sock.fileno())
+            res = driver.send_now(st, data, nbytes, 0)
+        except BaseException as exc:
+            await _raise_after_checkpoint(exc)
+        if not _would_block(res):
+            if res < 0:
+                await _raise_after_checkpoint(os_error(-res))
+            await cancel_shielded_checkpoint()
+            return res
+        return await driver.perform(Send(st.fd, data, nbytes, 0), st)  # type: ignore[no-any-return]
 
     async def sendto(self, *args: Any) -> int:
         """Like `socket.socket.sendto`, but async: ``sendto(data[, flags], address)``."""
@@ -487,9 +506,11 @@ class UringSocket(_SocketType):
     # ---------------------------------------------------------------- recv
 
     async def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
-        driver = current_driver()
+        driver = self._uring_driver()
         if driver is None:
             return await super().recv(bufsize, flags)
+        if self._stream and flags == 0 and type(bufsize) is int and 0 < bufsize <= sys.maxsize:
+            return await self._receive_some(driver, bufsize)  # no op object unless it waits
         return await self._io(driver, _recv, driver, bufsize, flags)  # type: ignore[no-any-return]
 
     async def _receive_some(self, driver: Driver, max_bytes: int) -> bytes:
