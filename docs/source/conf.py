@@ -12,6 +12,7 @@ nothing.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 from docutils.parsers.rst import Directive
 from docutils.statemachine import StringList
@@ -88,9 +89,18 @@ class KernelOpcodeTable(KernelFeatureTable):
     """The opcodes trio_uring submits, from trio_uring._requirements.USED_OPCODES."""
 
     def run(self) -> list:
+        # A row links to the opcode's section of ops.rst when it has one.
+        ops_page = (Path(__file__).parent / "ops.rst").read_text()
+
+        def name(op: object) -> str:
+            label = f"op-{op.name.lower()}"  # type: ignore[attr-defined]
+            if f".. _{label}:" in ops_page:
+                return f":ref:`IORING_OP_{op.name} <{label}>`"  # type: ignore[attr-defined]
+            return f"``IORING_OP_{op.name}``"  # type: ignore[attr-defined]
+
         rows = [
-            [f":ref:`IORING_OP_{op.name} <op-{op.name.lower()}>`", f"Linux {since}",
-             "required" if op in requirements.REQUIRED_OPCODES else "sockets", use]
+            [name(op), f"Linux {since}",
+             "required" if op in requirements.REQUIRED_OPCODES else "when used", use]
             for op, (use, since) in requirements.USED_OPCODES.items()
         ]  # fmt: skip
         return self._parse(_table(["Opcode", "Since", "Needed for", "Used for"], rows))
