@@ -134,3 +134,11 @@ def test_generated_ring_files_match_the_table() -> None:
     tool = Path(__file__).resolve().parent.parent / "tools" / "gen_ring.py"
     done = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_completion_queue_smaller_than_the_submission_queue_is_refused_as_such() -> None:
+    # (The kernel says EINVAL, which used to read as "kernel too old".)
+    with pytest.raises(ValueError, match=r"cq_entries \(32\) must be at least sq_entries \(64\)"):
+        Ring(64, 32)
+    with pytest.raises(ValueError, match="sq_entries must be between 1 and 32768"):
+        Ring(0, 32)
