@@ -131,8 +131,8 @@ from trio.lowlevel import (
     wait_task_rescheduled,
 )
 
-from ._ops import NO_SLOT, READ, AsyncCancel, Op, PollIn, PollOut
-from ._ring import ASYNC_CANCEL_ANY, CQE_F_MORE, SYNC_USER_DATA, BufferRing, Ring, os_error
+from ._ops import NO_SLOT, READ, AsyncCancel, Op, PollIn, PollOut, _SocketOp
+from ._ring import ASYNC_CANCEL_ANY, CQE_F_MORE, NOT_SUBMITTED, SYNC_USER_DATA, BufferRing, Ring, os_error
 from ._ring_cffi import ffi
 
 if TYPE_CHECKING:
@@ -232,6 +232,7 @@ FIRST_OP: Final = 16
 
 _ECANCELED: Final = -errno.ECANCELED
 _EINTR: Final = -errno.EINTR
+_EAGAIN_RES: Final = -errno.EAGAIN
 
 # The buffer group id of the provided-buffer ring (one per ring).
 RECV_BUFFER_GROUP: Final = 0
@@ -412,6 +413,8 @@ class Driver:
         An error in ``op.retry_errnos`` submits it again, through `start`: a retry
         is refused like any other op once the fd is retired.
         """
+        if op.ready_poll is not None:
+            return await self._ready_then_now(op, st)
         try:
             self.start(op, st)
         except BaseException:
@@ -425,6 +428,22 @@ class Driver:
                 self.start(op, st)
                 continue
             return op.result()
+
+    async def _ready_then_now(self, op: Op, st: FdState | None) -> Any:
+        """`perform` of an op that waits by readiness (`Op.ready_poll`): that POLL_ADD,
+        then the op tried at once (MSG_DONTWAIT, `try_now`),
+        until it does not block. The op itself never waits in the kernel, so a
+        cancel lands in the poll: nothing of the op happened."""
+        assert isinstance(op, _SocketOp) and st is not None
+        refusal_is_a_checkpoint = True
+        while True:
+            await self.wait_ready(op.fd, op.slot, st, op.ready_poll, refusal_is_a_checkpoint=refusal_is_a_checkpoint)
+            refusal_is_a_checkpoint = False
+            op.now = True
+            res = self.try_now(op, st)
+            if res != _EAGAIN_RES and res != NOT_SUBMITTED:
+                op.res = res
+                return op.result()
 
     async def wait(self, op: Op) -> None:
         """Park the current task until ``op`` ends (or, multishot, until `Op.more`
@@ -473,15 +492,32 @@ class Driver:
             self.dispatch(ring.reap())
         return op.result()
 
-    async def wait_ready(self, fd: int, slot: int, st: FdState | None = None) -> None:
+    async def wait_ready(
+        self,
+        fd: int,
+        slot: int,
+        st: FdState | None = None,
+        poll_class: type[PollIn] | None = None,
+        *,
+        refusal_is_a_checkpoint: bool = False,
+    ) -> None:
         """`trio.lowlevel.wait_readable` / `wait_writable`, as a POLL_ADD (``st``: the
-        FdState a call captured when it began, if ``fd`` is a private duplicate)."""
+        FdState a call captured when it began, if ``fd`` is a private duplicate;
+        ``poll_class``: PollIn or PollOut by ``slot`` unless given). A refusal (busy
+        slot, closed fd) raises at once, as Trio's do, unless a socket call waits
+        here (``refusal_is_a_checkpoint``, see `perform`)."""
         if st is None:
             st = self.fd(fd)
-        poll_class = PollIn if slot == READ else PollOut
+        if poll_class is None:
+            poll_class = PollIn if slot == READ else PollOut
         op = poll_class(fd)
-        while True:
+        try:
             self.start(op, st)
+        except BaseException:
+            if refusal_is_a_checkpoint:
+                await cancel_shielded_checkpoint()
+            raise
+        while True:
             await self.wait(op)
             if op.state is IN_FLIGHT:  # a multishot poll woke us; it would go on posting
                 self.abandon(op)
@@ -495,6 +531,7 @@ class Driver:
             # end again at once; a multishot one posts on later wake-ups only, and
             # PollIn.more lets through just the events we want.
             op = poll_class(fd, multishot=True)
+            self.start(op, st)
 
     # ---------------------------------------------------------------- parking without an SQE
 

@@ -138,6 +138,10 @@ class Op:
     #: errnos after which the driver submits the op again (still subject to the
     #: closed-fd rule): the kernel ran short of something for a moment.
     retry_errnos: ClassVar[frozenset[int]] = frozenset()
+    #: If set, the op never waits in the kernel: when it must wait, the driver waits
+    #: for this poll's readiness and tries the op at once again (`_lifecycle.Driver.
+    #: perform`). See `Send` for why.
+    ready_poll: ClassVar[type[PollIn] | None] = None
     used_for: ClassVar[str]
     since: ClassVar[str]
     opt_in: ClassVar[bool] = False
@@ -351,11 +355,21 @@ class _SocketOp(Op):
 
 class Send(_SocketOp):
     """IORING_OP_SEND of ``nbytes`` from ``buf`` at ``offset`` (the caller's buffer,
-    borrowed until the CQE)."""
+    borrowed until the CQE).
+
+    A send that must wait waits for POLLOUT and is tried again (`Op.ready_poll`), as
+    Trio's epoll backend does, never as a SEND parked in the kernel: once the peer
+    has shut down its side, the kernel's internal poll for a parked send wakes on
+    EPOLLRDHUP every time (io_uring adds it to every poll), and after 128 wake-ups
+    with no room it runs the send in an io-wq thread, where it blocks until the
+    peer reads: a kernel thread per such connection, and an ASYNC_CANCEL that does
+    not get it out (a cancelled send_all hung).
+    """
 
     __slots__ = ("buf", "nbytes", "offset")
     opcode = Opcode.SEND
     slot = WRITE
+    ready_poll = PollOut
     used_for = "send(), send_all()"
     since = "5.6"
 
@@ -480,6 +494,7 @@ class SendMsg(_SocketOp):
     __slots__ = ("msg",)
     opcode = Opcode.SENDMSG
     slot = WRITE
+    ready_poll = PollOut  # as Send
     used_for = "sendto(), sendmsg()"
     since = "5.3"
 
@@ -918,11 +933,26 @@ class DirectConnect(Connect):
         return w.sqe(self.opcode, self.sqe_flags, 0, self.fd, len(self.sockaddr), addr, 0, 0, 0, 0, 0, user_data)
 
 
+class DirectPollOut(PollOut):
+    """`PollOut` on the direct descriptor in slot ``fd``."""
+
+    __slots__ = ()
+    sqe_flags = IOSQE_FIXED_FILE
+    used_for = "direct sockets: wait_send_all_might_not_block()"
+    since = "5.19"
+
+    def write(self, w: Writers, user_data: int) -> int:
+        # poll32_events shares its field with the per-op flags (little-endian layout).
+        poll_flags = POLL_ADD_MULTI if self.multishot else 0
+        return w.sqe(self.opcode, self.sqe_flags, 0, self.fd, 0, 0, poll_flags, self.events, 0, 0, 0, user_data)
+
+
 class DirectSend(Send):
     """IORING_OP_SEND on the direct descriptor in slot ``fd`` (``buf`` a cffi pointer)."""
 
     __slots__ = ()
     sqe_flags = IOSQE_FIXED_FILE
+    ready_poll = DirectPollOut
     used_for = "direct sockets: send_all()"
     since = "5.19"
 
@@ -944,20 +974,6 @@ class DirectRecvSelect(RecvSelect):
         # buf_group shares its field with buf_index.
         return w.sqe(self.opcode, self.sqe_flags, 0, self.fd, 0, 0, self.nbytes, self.msg_flags, self.buffers.bgid,
                      0, 0, user_data)  # fmt: skip
-
-
-class DirectPollOut(PollOut):
-    """`PollOut` on the direct descriptor in slot ``fd``."""
-
-    __slots__ = ()
-    sqe_flags = IOSQE_FIXED_FILE
-    used_for = "direct sockets: wait_send_all_might_not_block()"
-    since = "5.19"
-
-    def write(self, w: Writers, user_data: int) -> int:
-        # poll32_events shares its field with the per-op flags (little-endian layout).
-        poll_flags = POLL_ADD_MULTI if self.multishot else 0
-        return w.sqe(self.opcode, self.sqe_flags, 0, self.fd, 0, 0, poll_flags, self.events, 0, 0, 0, user_data)
 
 
 class DirectShutdown(Op):
