@@ -291,15 +291,14 @@ class SendRing:
     ) -> None:
         self.close()
 
-    def _take(self, driver: Driver, op: SendSelect) -> None:
-        """``op`` sends from the ring now (the call's checks)."""
+    def _check(self, driver: Driver) -> None:
+        """Whether an op of this run may send from the ring now."""
         if driver is not self._driver:
             raise RuntimeError("a SendRing serves the run that made it")
         if self._closed:
             raise trio.ClosedResourceError("this send ring is closed")
         if self._op is not None:
             raise trio.BusyResourceError("another task is already sending from this send ring")
-        self._op = op
 
     def _done(self, op: SendSelect) -> None:
         """After ``op``'s call: count what it sent; what is left goes next, in order."""
@@ -353,6 +352,7 @@ async def _send_from(sock: int | _HasFileno, ring: SendRing, op_class: type[Send
     driver = _driver("send_bundle" if op_class is SendBundle else "send_select")
     await checkpoint_if_cancelled()
     try:
+        ring._check(driver)
         fd = sock if isinstance(sock, int) else sock.fileno()
         if fd < 0:
             raise trio.ClosedResourceError("socket was already closed")
@@ -360,8 +360,7 @@ async def _send_from(sock: int | _HasFileno, ring: SendRing, op_class: type[Send
             raise ValueError(
                 "send_bundle needs a stream socket (SOCK_STREAM): a bundle would merge its buffers into one datagram"
             )
-        op = op_class(fd, ring._ring, 0)
-        ring._take(driver, op)
+        op = ring._op = op_class(fd, ring._ring, 0)
     except BaseException:
         await cancel_shielded_checkpoint()
         raise
