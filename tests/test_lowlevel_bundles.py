@@ -81,10 +81,12 @@ def _fill(sock: trio.socket.SocketType) -> int:
         return n
 
 
-async def _small_pair(sndbuf: int = 4096, rcvbuf: int = 4096) -> tuple[trio.socket.SocketType, stdlib_socket.socket]:
+async def _small_pair(sndbuf: int = 4096, rcvbuf: int | None = 4096) -> tuple[trio.socket.SocketType,
+                                                                               stdlib_socket.socket]:
     sock, peer = await tcp_pair()
     sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, sndbuf)
-    peer.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, rcvbuf)
+    if rcvbuf is not None:  # (a small one makes TCP itself slow: only where the peer does not read much)
+        peer.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, rcvbuf)
     return sock, peer
 
 
@@ -181,7 +183,7 @@ async def test_partial_send_against_a_slow_reader_then_the_rest() -> None:
     scribbled over meanwhile: a buffer let go before its completion would show."""
     _need_bundles()
     rng = random.Random(5)
-    sock, peer = await _small_pair(sndbuf=4096)
+    sock, peer = await _small_pair(sndbuf=4096, rcvbuf=None)
     first = _messages(rng, 30, 20000)
     later = _messages(rng, 30, 3000)
     expected = b"".join(first) + b"".join(later)
@@ -259,7 +261,7 @@ async def test_a_buffer_is_kept_until_the_completion_that_reports_it_sent() -> N
     its bytes sent: alive (and not resizable) while a bundle is parked and after a
     cancel that sent part of it; let go once the rest went out."""
     _need_bundles()
-    sock, peer = await _small_pair()
+    sock, peer = await _small_pair(rcvbuf=None)
     filler = _fill(sock)
     with SendRing(8) as ring:
         buf = Buf(b"k" * 200_000)
@@ -294,7 +296,7 @@ async def test_close_and_reuse_while_a_bundle_is_parked() -> None:
     tick: ClosedResourceError, nothing counted, nothing reaches the new socket, and
     the ring still holds the data, in order, for another socket."""
     _need_bundles()
-    sock, peer = await _small_pair()
+    sock, peer = await _small_pair(rcvbuf=None)
     filler = _fill(sock)
     reuse = None
     try:
@@ -373,7 +375,7 @@ async def test_ring_closed_and_its_group_id_reused() -> None:
     assert ring._ring.closed and bgid in groups[current_driver()].free
     with pytest.raises(trio.ClosedResourceError):
         ring.push(b"x")
-    sock, peer = await _small_pair()
+    sock, peer = await _small_pair(rcvbuf=None)
     with pytest.raises(trio.ClosedResourceError):
         await send_bundle(sock, ring)
     assert ring.room() == 0
@@ -402,7 +404,7 @@ async def test_busy_ring_and_busy_fd() -> None:
     """One op per ring (BusyResourceError for a second sender, even on another socket)
     and one writer per fd (another task's send on the fd: BusyResourceError)."""
     _need_bundles()
-    sock, peer = await _small_pair()
+    sock, peer = await _small_pair(rcvbuf=None)
     sock2, peer2 = await tcp_pair()
     filler = _fill(sock)
     with SendRing(8) as ring, SendRing(8) as other:
