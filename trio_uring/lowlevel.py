@@ -278,7 +278,7 @@ class SendRing:
 
     def close(self) -> None:
         """Unregister the ring and give its buffer group id back (once an op sending
-        from it has ended); drop what is queued. Idempotent."""
+        from it has ended); what is still queued is not sent. Idempotent."""
         self._closed = True
         if self._op is None:
             self._ring.close()
