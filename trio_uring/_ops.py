@@ -562,7 +562,7 @@ class SendSelect(Op):
     slot = WRITE
     sqe_flags = IOSQE_BUFFER_SELECT
     ioprio: ClassVar[int] = 0
-    used_for = "BundleStream.send_many (one buffer a SEND)"
+    used_for = "lowlevel.send_select (one buffer a SEND)"
     since = "6.10"
 
     def __init__(self, fd: int, ring: SendRing, msg_flags: int) -> None:
@@ -590,7 +590,7 @@ class SendSelect(Op):
             self.sent += res
 
     def result(self) -> int:
-        if self.res < 0 and not self.sent:
+        if self.res < 0 and not self.sent and self.res != -_ENOBUFS:  # ENOBUFS: the ring was empty
             raise os_error(-self.res)
         return self.sent
 
@@ -602,7 +602,7 @@ class SendBundle(SendSelect):
 
     __slots__ = ()
     ioprio = RECVSEND_BUNDLE
-    used_for = "BundleStream.send_many (send bundles)"
+    used_for = "BundleStream.send_many, lowlevel.send_bundle (send bundles)"
 
 
 class AsyncCancel:
