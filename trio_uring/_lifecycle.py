@@ -87,6 +87,15 @@ returns). Only if it would block does an op go through the states above. A waiti
 stream receive takes its buffer from the kernel's provided-buffer ring when data
 arrives (`trio_uring._ops.RecvSelect`), so a parked receive holds no memory.
 
+Sends never wait in the kernel (`Op.ready_poll`): one that would block waits for
+POLLOUT, a readiness poll through the states above, and is tried at once again
+(`perform`). A SEND parked in the kernel would, once the peer has shut down its
+side, be woken by EPOLLRDHUP again and again (io_uring adds it to every poll) and
+after 128 tries be run in a blocking io-wq thread that ASYNC_CANCEL does not get
+out (`trio_uring._ops.Send`). A send bundle, which needs its CQE's flags, is
+submitted with MSG_DONTWAIT instead, and submitted again after the poll
+(`Op.would_block`, `Op.again`).
+
 Trio's BusyResourceError rule (one reader and one writer per fd) applies to every
 op that waits: each FdState has a READ and a WRITE slot, taken from `Driver.start`
 until the op's final CQE (or, for a readiness poll, until its task stops waiting).
@@ -413,7 +422,8 @@ class Driver:
         An error in ``op.retry_errnos`` submits it again, through `start`: a retry
         is refused like any other op once the fd is retired.
         """
-        if op.ready_poll is not None:
+        if op.ready_poll is not None and isinstance(op, _SocketOp):
+            # Tried at once already by its caller, and it would block.
             return await self._ready_then_now(op, st)
         try:
             self.start(op, st)
@@ -424,9 +434,16 @@ class Driver:
             raise
         while True:
             await self.wait(op)
-            if op.state is COMPLETED and -op.res in op.retry_errnos:
-                self.start(op, st)
-                continue
+            if op.state is COMPLETED:
+                if -op.res in op.retry_errnos:
+                    op.again()
+                    self.start(op, st)
+                    continue
+                if op.ready_poll is not None and op.would_block():
+                    await self.wait_ready(op.fd, op.slot, st, op.ready_poll)
+                    op.again()
+                    self.start(op, st)
+                    continue
             return op.result()
 
     async def _ready_then_now(self, op: Op, st: FdState | None) -> Any:

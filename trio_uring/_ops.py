@@ -173,6 +173,14 @@ class Op:
         self.res = res
         self.flags = flags
 
+    def would_block(self) -> bool:
+        """For an op with `ready_poll` that the driver submits to complete at once:
+        whether it completed having done nothing because it would have blocked."""
+        return False
+
+    def again(self) -> None:
+        """Before the driver submits the op again (a retry, or after readiness)."""
+
     def result(self) -> Any:
         """What the waiting task gets for a completed op; OSError for an error."""
         res = self.res
@@ -552,15 +560,19 @@ class SendSelect(Op):
     Each CQE (a bundle may post several, with IORING_CQE_F_MORE) reports bytes sent
     from the buffer id in its flags on; the ring releases the entries they cover
     at that CQE, and no sooner. The result is the bytes all its CQEs reported (an
-    error is raised only if none went out). MSG_WAITALL: on a stream socket the
-    kernel sends the rest itself when room comes, so a short count means the op
-    was cancelled or failed.
+    error is raised only if none went out).
+
+    MSG_DONTWAIT, as `Send` and for the same reason: the op sends what fits and
+    never parks in the kernel. If nothing fits (-EAGAIN, nothing sent: `would_block`)
+    the driver waits for POLLOUT (`ready_poll`) and submits it again; a short count
+    means the socket's buffer filled (the caller settles the ring and goes on).
     """
 
     __slots__ = ("cqes", "msg_flags", "ring", "sent")
     opcode = Opcode.SEND
     slot = WRITE
     sqe_flags = IOSQE_BUFFER_SELECT
+    ready_poll = PollOut
     ioprio: ClassVar[int] = 0
     used_for = "lowlevel.send_select (one buffer a SEND)"
     since = "6.10"
@@ -568,7 +580,7 @@ class SendSelect(Op):
     def __init__(self, fd: int, ring: SendRing, msg_flags: int) -> None:
         super().__init__(fd)
         self.ring = ring
-        self.msg_flags = (msg_flags | int(socket.MSG_WAITALL)) & _NOT_DONTWAIT
+        self.msg_flags = (msg_flags | MSG_DONTWAIT) & _NOT_WAITALL
         self.sent = 0
         self.cqes = 0  # completions so far (a bundle posts one per pass of at most 256 buffers)
 
@@ -588,6 +600,15 @@ class SendSelect(Op):
         if res > 0:
             self.ring.sent(res, flags)
             self.sent += res
+
+    def would_block(self) -> bool:
+        return self.res == -_EAGAIN and not self.sent
+
+    def again(self) -> None:
+        # A bundle that would block may still have moved the kernel's head past
+        # the entries it picked (its CQE names a buffer, and the next op would
+        # find the ring empty): rewrite what is left from the kernel's head.
+        self.ring.settle()
 
     def result(self) -> int:
         if self.res < 0 and not self.sent and self.res != -_ENOBUFS:  # ENOBUFS: the ring was empty

@@ -324,15 +324,16 @@ async def send_bundle(sock: int | _HasFileno, ring: SendRing) -> int:
     fd, or an object with ``fileno()``) with one op: IORING_OP_SEND with
     IOSQE_BUFFER_SELECT and IORING_RECVSEND_BUNDLE. Returns the bytes sent.
 
-    The kernel sends with MSG_WAITALL: it waits for room until everything it took
-    is sent, so a short count means the op was cancelled, or met an error, after
-    part of it went out. What was not sent stays queued, in order, for the next
-    call (or `SendRing.clear`). An empty ring sends nothing and returns 0 (the
-    kernel's ``ENOBUFS``).
+    Returns when the ring is empty: each bundle sends what fits (MSG_DONTWAIT: no
+    op parks in the kernel, where a send to a peer that shut down its side would
+    block an io-wq thread beyond the reach of a cancel), and the call waits for
+    room (a POLL_ADD) only when nothing fits. What was not sent when the call
+    ends early stays queued, in order, for the next call (or `SendRing.clear`).
+    An empty ring sends nothing and returns 0 (the kernel's ``ENOBUFS``).
 
-    As every op of `perform`: a checkpoint; cancelled, the op's own completion
-    decides (its bytes are returned, or `trio.Cancelled` is raised:
-    `SendRing.bytes_sent` counts the bytes either way); ClosedResourceError after
+    A checkpoint; cancelled, `trio.Cancelled` is raised and `SendRing.bytes_sent`
+    counts every byte that went out (an op's own completion decides what that
+    is, as for every op of `perform`); ClosedResourceError after
     ``notify_closing`` of the fd; BusyResourceError while another task writes to
     the fd or sends from ``ring``; OSError for an error before any byte went out.
     ValueError for a socket that is not SOCK_STREAM: a bundle would merge its
@@ -343,8 +344,9 @@ async def send_bundle(sock: int | _HasFileno, ring: SendRing) -> int:
 
 async def send_select(sock: int | _HasFileno, ring: SendRing) -> int:
     """Send the next buffer queued in ``ring`` on ``sock`` with one op
-    (IORING_OP_SEND with IOSQE_BUFFER_SELECT): `send_bundle` for one buffer, also on
-    a datagram socket (one buffer, one datagram)."""
+    (IORING_OP_SEND with IOSQE_BUFFER_SELECT): `send_bundle` for one buffer (it
+    returns when that buffer went out whole), also on a datagram socket (one
+    buffer, one datagram)."""
     return await _send_from(sock, ring, SendSelect)
 
 
@@ -361,14 +363,23 @@ async def _send_from(sock: int | _HasFileno, ring: SendRing, op_class: type[Send
                 "send_bundle needs a stream socket (SOCK_STREAM): a bundle would merge its buffers into one datagram"
             )
         op = ring._op = op_class(fd, ring._ring, 0)
+        st = driver.fd(fd)
     except BaseException:
         await cancel_shielded_checkpoint()
         raise
-    try:
-        sent: int = await driver.perform(op, driver.fd(fd))
-    finally:
-        ring._done(op)
-    return sent
+    sent = 0
+    while True:
+        # Each op sends what fits now (MSG_DONTWAIT: none parks in the kernel, see
+        # trio_uring._ops.Send) and waits for room only if nothing fits.
+        try:
+            n: int = await driver.perform(op, st)
+        finally:
+            ring._done(op)
+        sent += n
+        # Until the ring is empty (a bundle) or its first buffer went out whole.
+        if not (ring._ring.queued() if op_class is SendBundle else ring._ring.head_offset):
+            return sent
+        op = ring._op = op_class(fd, ring._ring, 0)
 
 
 def _socket_type(fd: int) -> int:
