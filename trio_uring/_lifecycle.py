@@ -241,7 +241,7 @@ FIRST_OP: Final = 16
 
 _ECANCELED: Final = -errno.ECANCELED
 _EINTR: Final = -errno.EINTR
-_EAGAIN_RES: Final = -errno.EAGAIN
+_EAGAIN: Final = -errno.EAGAIN
 
 # The buffer group id of the provided-buffer ring (one per ring).
 RECV_BUFFER_GROUP: Final = 0
@@ -447,10 +447,10 @@ class Driver:
             return op.result()
 
     async def _ready_then_now(self, op: Op, st: FdState | None) -> Any:
-        """`perform` of an op that waits by readiness (`Op.ready_poll`): that POLL_ADD,
-        then the op tried at once (MSG_DONTWAIT, `try_now`),
-        until it does not block. The op itself never waits in the kernel, so a
-        cancel lands in the poll: nothing of the op happened."""
+        """`perform` of a socket op that waits by readiness (`Op.ready_poll`): that
+        POLL_ADD, then the op tried at once (MSG_DONTWAIT, `try_now`), until it does
+        not block. The op itself never waits in the kernel, so a cancel lands in the
+        poll: nothing of the op happened."""
         assert isinstance(op, _SocketOp) and st is not None
         refusal_is_a_checkpoint = True
         while True:
@@ -458,7 +458,7 @@ class Driver:
             refusal_is_a_checkpoint = False
             op.now = True
             res = self.try_now(op, st)
-            if res != _EAGAIN_RES and res != NOT_SUBMITTED:
+            if res != _EAGAIN and res != NOT_SUBMITTED:
                 op.res = res
                 return op.result()
 
