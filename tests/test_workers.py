@@ -329,7 +329,9 @@ def test_main_returning_ends_the_worker_and_the_run(supervisor: Callable[[str], 
         """
         async def job(n, *, task_status):
             task_status.started()
-            print("worker", n, flush=True)
+            # One write per line: the two workers share the pipe, and print()
+            # writes its pieces one by one when stdout is unbuffered.
+            os.write(1, f"worker {n}\\n".encode())
 
         sys.exit(run_workers(job, 7, workers=2))
         """
