@@ -299,8 +299,15 @@ FUNCTIONS: tuple[Function, ...] = (
     Function(
         "tu_pbuf_setup",
         "int",
-        (_RING, _PBUF, ("unsigned", "bgid"), ("unsigned", "entries"), ("unsigned", "buf_size")),
-        "Register a provided-buffer ring (IORING_REGISTER_PBUF_RING).",
+        (_RING, _PBUF, ("unsigned", "bgid"), ("unsigned", "entries"), ("unsigned", "buf_size"), ("unsigned", "flags")),
+        "Register a provided-buffer ring (IORING_REGISTER_PBUF_RING); ``flags`` IOU_PBUF_RING_INC (2, 6.12):"
+        " buffers consumed in pieces (-EINVAL on a kernel without it).",
+    ),
+    Function(
+        "tu_pbuf_left",
+        "unsigned",
+        (_PBUF, ("unsigned", "pos")),
+        "The length in the ring entry at position ``pos``: what an incremental ring's kernel left of that buffer.",
     ),
     Function("tu_pbuf_teardown", "void", (_RING, _PBUF), "Unregister and unmap it."),
     Function("tu_pbuf_recycle", "void", (_PBUF, ("unsigned", "bid")), "Give buffer ``bid`` back to the kernel."),
