@@ -3,7 +3,8 @@
 (issue 15 point 4: the receive modes, measured).
 
     benchmarks/fanin.py                      # 64 B and 16 KiB messages, every variant, 3 reps
-    benchmarks/fanin.py -r 1 --mb 16         # quick look
+    benchmarks/fanin.py -r 1 --scale 0.2     # quick look
+    benchmarks/fanin.py --scenarios 64k-paced,4k-paced
 
 Client: benchmarks/fanin_writer.c (C, one write(2) per message, as fast as the server
 reads), pinned to CPU 0; server: benchmarks/servers/fanin_server.py, pinned to CPU 1,
@@ -15,6 +16,10 @@ one variant per run, runs interleaved (variant order rotates each repetition):
     incremental           trio_uring, IOU_PBUF_RING_INC: buffers used in pieces (1024 x 16 KiB)
     select-1m             select with a 1 MiB ring (64 x 16 KiB)
     incremental-1m        incremental with a 1 MiB ring of big buffers (16 x 64 KiB)
+
+Scenarios: 64B, 16k (64 connections flat out), 64k-1conn (one connection flat
+out), 64k-paced (8 connections, one 64 KiB message each every 2 ms), 4k-paced (64
+connections, one 4 KiB message each every 2 ms).
 
 Per scenario and variant (medians): MB/s and its ratio to trio-epoll, server CPU µs
 per MB and per receive_some, bytes per receive_some, RECV SQEs per receive_some (the
@@ -44,22 +49,21 @@ VARIANTS: dict[str, list[str]] = {
     "select-1m": ["--buffers", "64", "--buffer-size", "16384"],
     "incremental-1m": ["--buffers", "16", "--buffer-size", "65536"],
 }
-# name: (message size, connections); the last one has a reader that mostly waits.
-SCENARIOS = {"64B": (64, 0), "16k": (16384, 0), "64k-1conn": (65536, 1)}
+# name: (message size, connections (0: --conns), writer's pause in µs (0: flat out),
+# megabytes per run at --scale 1: enough for a server CPU time well above the
+# kernel's accounting tick).
+# Flat out, a receive almost always finds data queued (the immediate attempt serves
+# it); paced, the server keeps up and every receive waits in the kernel: the waiting
+# op, where the modes differ, does the work.
+SCENARIOS = {"64B": (64, 0, 0, 32), "16k": (16384, 0, 0, 400), "64k-1conn": (65536, 1, 0, 400),
+             "64k-paced": (65536, 8, 2000, 200), "4k-paced": (4096, 0, 2000, 100)}
 
 
-def listening(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def one_run(args: Any, variant: str, size: int, conns: int, port: int) -> dict[str, Any]:
+def one_run(args: Any, variant: str, size: int, conns: int, pause_us: int, mb: float) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="fanin-")
     stats = os.path.join(tmp, "stats.json")
-    msgs = max(1, args.mb * 1_000_000 // (conns * size))
-    argv = [args.python, SERVER, "--variant", variant, "--port", str(port), "-c", str(conns), "--stats", stats,
+    msgs = max(1, int(mb * 1_000_000) // (conns * size))
+    argv = [args.python, SERVER, "--variant", variant, "-c", str(conns), "--stats", stats,
             *VARIANTS[variant]]
     server = H.Server(argv, H.SERVER_CPU, cwd=os.path.join(H.HERE, "servers"))
     try:
@@ -68,8 +72,9 @@ def one_run(args: Any, variant: str, size: int, conns: int, port: int) -> dict[s
             if server.proc.poll() is not None or time.monotonic() > t_end:
                 raise RuntimeError(f"{variant}: server did not start: {server.output()[-600:]}")
             time.sleep(0.02)
+        port = int(server.output().split("listening", 1)[1].split()[0])
         rc, out, err, _ = H.run_client([H.tool("fanin_writer"), "-p", str(port), "-c", str(conns), "-m",
-                                        str(msgs), "-s", str(size)], timeout=300)
+                                        str(msgs), "-s", str(size), "--pause-us", str(pause_us)], timeout=300)
         if rc:
             raise RuntimeError(f"{variant}: writer failed ({rc}): {err[-400:]}")
         sent = json.loads(out)["bytes"]
@@ -96,26 +101,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-r", "--reps", type=int, default=3)
     ap.add_argument("-c", "--conns", type=int, default=64)
-    ap.add_argument("--mb", type=int, default=64, help="megabytes in all per run (default 64)")
+    ap.add_argument("--scale", type=float, default=1.0, help="times each scenario's megabytes per run")
     ap.add_argument("-v", "--variants", default=",".join(VARIANTS))
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--python", default=H.default_python())
-    ap.add_argument("--port", type=int, default=47900)
     ap.add_argument("--note", default="", help="a line for the report (e.g. machine load)")
     args = ap.parse_args()
     variants = args.variants.split(",")
     scenarios = args.scenarios.split(",")
     H._build(os.path.join(H.HERE, "fanin_writer.c"), H.tool("fanin_writer"))
     runs: list[dict[str, Any]] = []
-    port = args.port
     with H.stopping_on_sigterm():
         for rep in range(args.reps):
             order = variants[rep % len(variants):] + variants[:rep % len(variants)]
             for scen in scenarios:
                 for v in order:
-                    port += 1
-                    size, conns = SCENARIOS[scen]
-                    rec = one_run(args, v, size, conns or args.conns, port)
+                    size, conns, pause_us, mb = SCENARIOS[scen]
+                    rec = one_run(args, v, size, conns or args.conns, pause_us, mb * args.scale)
                     rec.update(scenario=scen, rep=rep)
                     runs.append(rec)
                     H.log(PROG, f"{scen} {v} rep {rep}: {rec['mb_s']:.0f} MB/s, {rec['cpu_us_per_mb']:.0f} us CPU/MB,"
@@ -131,7 +133,8 @@ def report(args: Any, runs: list[dict[str, Any]], variants: list[str], scenarios
     cmd = "benchmarks/fanin.py " + " ".join(sys.argv[1:])
     lines = [f"# Fan-in: connections streaming to receive_some loops ({args.conns} unless the scenario says)", "",
              f"Command: `{cmd}` ({args.reps} interleaved repetitions; medians). "
-             f"{args.mb} MB per run; writer pinned to CPU {H.CLIENT_CPU}, server to CPU {H.SERVER_CPU}.",
+             f"Megabytes per run: the scenario's x {args.scale:g}; "
+             f"writer pinned to CPU {H.CLIENT_CPU}, server to CPU {H.SERVER_CPU}.",
              f"Kernel {os.uname().release}. {args.note}".rstrip(), ""]
     for scen in scenarios:
         lines += [f"## {scen} messages", "",

@@ -1,7 +1,7 @@
 /*
  * fanin_writer.c -- many connections streaming messages to one server, as fast as it reads.
  *
- *   fanin_writer -p PORT -c CONNS -m MSGS -s SIZE [--timeout SECONDS]
+ *   fanin_writer -p PORT -c CONNS -m MSGS -s SIZE [--pause-us N] [--timeout SECONDS]
  *
  * Opens CONNS connections to 127.0.0.1:PORT, then writes MSGS messages of SIZE bytes
  * on each, one write(2) per message (so small messages leave as small segments),
@@ -9,6 +9,9 @@
  * shuts each connection down (SHUT_WR) after its last message; exits once the
  * server has closed every connection (it reads to EOF, then closes). Message k of
  * a connection is SIZE bytes of (k + offset) & 0xff, so a reader could check them.
+ * --pause-us N paces it instead: each round writes one message on every connection
+ * (what fits; the rest next round), then sleeps N microseconds, so a server that
+ * keeps up waits for every message.
  * Prints one JSON line: {"bytes": N, "seconds": S}. Exit status: 0 ok, 1 error.
  */
 #define _GNU_SOURCE
@@ -42,9 +45,10 @@ static double now(void)
 
 int main(int argc, char **argv)
 {
-    int port = 0, conns = 64, timeout = 120;
+    int port = 0, conns = 64, timeout = 120, pause_us = 0;
     long msgs = 1000, size = 64;
-    static const struct option longopts[] = {{"timeout", required_argument, NULL, 't'}, {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"timeout", required_argument, NULL, 't'},
+                                           {"pause-us", required_argument, NULL, 'u'}, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "p:c:m:s:", longopts, NULL)) != -1) {
         switch (opt) {
@@ -53,6 +57,7 @@ int main(int argc, char **argv)
         case 'm': msgs = atol(optarg); break;
         case 's': size = atol(optarg); break;
         case 't': timeout = atoi(optarg); break;
+        case 'u': pause_us = atoi(optarg); break;
         default: fprintf(stderr, "usage: fanin_writer -p PORT -c CONNS -m MSGS -s SIZE\n"); return 2;
         }
     }
@@ -83,6 +88,42 @@ int main(int argc, char **argv)
     int open_conns = conns;
     double t0 = now(), deadline = t0 + timeout;
     struct epoll_event evs[256];
+    /* Paced: one message per connection per round, then a pause. */
+    int writing = pause_us > 0 ? conns : 0;
+    while (writing > 0) {
+        if (now() > deadline) {
+            fprintf(stderr, "fanin_writer: timeout while writing\n");
+            return 1;
+        }
+        for (int i = 0; i < conns; i++) {
+            struct conn *c = &cs[i];
+            if (c->done)
+                continue;
+            long target = c->sent_msgs + 1;
+            while (c->sent_msgs < target) {
+                ssize_t w = write(c->fd, msg + (c->sent_msgs & 0xff) + c->off, size - c->off);
+                if (w < 0) {
+                    if (errno == EAGAIN || errno == ENOTCONN)
+                        break;
+                    perror("write");
+                    return 1;
+                }
+                total += w;
+                c->off += w;
+                if (c->off == size) {
+                    c->off = 0;
+                    c->sent_msgs++;
+                }
+            }
+            if (c->sent_msgs == msgs) {
+                shutdown(c->fd, SHUT_WR);
+                c->done = 1;
+                writing--;
+            }
+        }
+        struct timespec ts = {pause_us / 1000000, (pause_us % 1000000) * 1000L};
+        nanosleep(&ts, NULL);
+    }
     while (open_conns > 0) {
         if (now() > deadline) {
             fprintf(stderr, "fanin_writer: timeout with %d connections open\n", open_conns);

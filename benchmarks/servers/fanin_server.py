@@ -1,7 +1,7 @@
 """Fan-in server (benchmarks/fanin.py): CONNS connections, each read to EOF with
 ``await stream.receive_some()`` in a loop, as a Trio server would.
 
-    python fanin_server.py --variant bundle --port P -c 64 --stats out.json
+    python fanin_server.py --variant bundle -c 64 --stats out.json   # prints: listening PORT
 
 Variants: ``trio-epoll`` (stock Trio), and on trio_uring.run one per receive mode
 (``select``, ``bundle``, ``incremental``), optionally with another buffer ring
@@ -25,7 +25,7 @@ import trio
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--variant", required=True)
-    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
     ap.add_argument("-c", "--conns", type=int, default=64)
     ap.add_argument("--buffers", type=int, default=0)
     ap.add_argument("--buffer-size", type=int, default=0)
@@ -49,7 +49,7 @@ def main() -> None:
     async def serve() -> None:
         listeners = await trio.open_tcp_listeners(args.port, host="127.0.0.1")
         listener = listeners[0]
-        print("listening", flush=True)
+        print("listening", listener.socket.getsockname()[1], flush=True)
         streams = [await listener.accept() for _ in range(args.conns)]
         totals = {"bytes": 0, "receives": 0}
         driver = driver_of() if driver_of else None
