@@ -452,16 +452,31 @@ class BufferRing:
             return b""
         bid = flags >> CQE_BUFFER_SHIFT
         pos = self._bid_pos[bid]
-        if pos < self._head:
-            raise RuntimeError(f"trio_uring: the kernel reported buffer {bid}, which it had given back")
+        head = self._head
         size = self.size
+        if not bundle and pos == head and not self.incremental:
+            # The usual CQE: one buffer, the next in ring order. Never copy more than
+            # the buffer holds, whatever the kernel reports (MSG_TRUNC reports the
+            # length the data had, not what was written).
+            n = res if res < limit else limit
+            data: bytes = ffi.unpack(self._bufs + bid * size, n if n < size else size) if n > 0 else b""
+            if self._done:
+                self._used(pos, 1)
+            else:  # _give_back(1), inlined: this is every waiting receive's path
+                self._recycle(bid)
+                tail = self._tail
+                self._slot_bid[tail & self._mask] = bid
+                self._bid_pos[bid] = tail
+                self._tail = tail + 1
+                self._head = head + 1
+            return data
+        if pos < head:
+            raise RuntimeError(f"trio_uring: the kernel reported buffer {bid}, which it had given back")
         if self.incremental:
             return self._take_piece(bid, pos, flags, res, limit)
         n = min(res, limit)
         if not bundle:
-            # Never more than the buffer holds, whatever the kernel reports (MSG_TRUNC
-            # reports the length the data had, not what was written).
-            data: bytes = ffi.unpack(self._bufs + bid * size, min(n, size)) if n > 0 else b""
+            data = ffi.unpack(self._bufs + bid * size, min(n, size)) if n > 0 else b""
             self._used(pos, 1)
             return data
         if res <= 0:
