@@ -69,8 +69,15 @@ async def stream_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
     return trio.SocketStream(a), trio.SocketStream(trio.socket.from_stdlib_socket(b))
 
 
-def driver_buffers(driver: Driver) -> BufferRing:
-    return driver.buffers()
+def assert_ring_in_step(driver: Driver) -> None:
+    """Once every CQE is taken: every buffer is back in the ring, in order, and our
+    head is the kernel's (IORING_REGISTER_PBUF_STATUS)."""
+    buffers = driver.buffers()
+    assert buffers.in_step()
+    assert buffers._tail - buffers.head == buffers.entries
+    assert sorted(buffers._slot_bid) == list(range(buffers.entries))
+    kernel_head = buffers.kernel_head()
+    assert kernel_head is None or kernel_head == buffers.head & 0xFFFF
 
 
 @contextmanager
@@ -219,6 +226,7 @@ def test_random_writes_arrive_in_order_while_the_reader_waits(mode: str, seed: i
             while data := await b.receive_some(rng.choice((3, 333, 65536))):
                 got.extend(data)
         assert got == sent
+        assert_ring_in_step(current_driver())
 
     with counting_takes() as takes:
         run_in_mode(mode, main)
@@ -520,3 +528,47 @@ def test_buffers_go_back_in_ring_order_even_when_cqes_do_not() -> None:
     finally:
         buffers.close()
         ring.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_many_receives_completing_in_one_tick_share_the_ring(mode: str) -> None:
+    """16 connections' receives parked, data for all of them sent in one tick: their
+    CQEs take buffers from one small ring together (ENOBUFS and retries included).
+    Every stream gets its own bytes, in order, round after round: a buffer given
+    back twice, or while another receive's bytes are in it, shows up here."""
+    rng = random.Random(7)
+
+    async def main() -> None:
+        pairs = []
+        for _ in range(16):
+            with stdlib_socket.create_server((LOCALHOST, 0)) as server:
+                peer = stdlib_socket.create_connection(server.getsockname())
+                accepted, _ = server.accept()
+            pairs.append((peer, trio.SocketStream(trio.socket.from_stdlib_socket(accepted))))
+        sent = [bytearray() for _ in pairs]
+        got = [bytearray() for _ in pairs]
+        try:
+            for _ in range(30):
+                async with trio.open_nursery() as nursery:
+                    for i, (_, stream) in enumerate(pairs):
+
+                        async def reader(i: int = i, stream: trio.SocketStream = stream) -> None:
+                            got[i].extend(await stream.receive_some(rng.choice((100, 700, 65536))))
+
+                        nursery.start_soon(reader)
+                    await trio.testing.wait_all_tasks_blocked()
+                    for i, (peer, _) in enumerate(pairs):  # all in this tick
+                        chunk = rng.randbytes(rng.randint(1, 1500))
+                        peer.sendall(chunk)
+                        sent[i].extend(chunk)
+                for i, (_, stream) in enumerate(pairs):  # the rest, before the next round
+                    while len(got[i]) < len(sent[i]):
+                        got[i].extend(await stream.receive_some())
+            assert got == sent
+            assert_ring_in_step(current_driver())
+        finally:
+            for peer, stream in pairs:
+                peer.close()
+                await stream.aclose()
+
+    run_in_mode(mode, main, buffers=8, size=SMALL)

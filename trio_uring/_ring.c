@@ -349,6 +349,11 @@ unsigned tu_pbuf_left(struct tu_pbuf *pb, unsigned pos)
     return load_acquire(&pb->br->bufs[pos & pb->mask].len);
 }
 
+unsigned tu_pbuf_bid(struct tu_pbuf *pb, unsigned pos)
+{
+    return pb->br->bufs[pos & pb->mask].bid;
+}
+
 /* IORING_REGISTER_PBUF_STATUS (6.8): the 6.1 header lacks it. */
 #define TU_REGISTER_PBUF_STATUS 26
 #ifndef IORING_REGISTER_PBUF_STATUS

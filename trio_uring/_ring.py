@@ -557,6 +557,14 @@ class BufferRing:
         rc = lib.tu_pbuf_head(self._ring._r, self._pb)
         return None if rc < 0 else rc
 
+    def in_step(self) -> bool:
+        """Whether the ring the kernel reads names the buffers our copy of its order
+        does, from our head to our tail (for tests: once every CQE is taken, every
+        buffer is there once)."""
+        bids = [lib.tu_pbuf_bid(self._pb, pos) for pos in range(self._head, self._tail)]
+        mirror = [self._slot_bid[pos & self._mask] for pos in range(self._head, self._tail)]
+        return bids == mirror and not self._done
+
     @property
     def head(self) -> int:
         """Our head: the buffers given back so far (the kernel's head, once every CQE is taken)."""

@@ -309,6 +309,12 @@ FUNCTIONS: tuple[Function, ...] = (
         (_PBUF, ("unsigned", "pos")),
         "The length in the ring entry at position ``pos``: what an incremental ring's kernel left of that buffer.",
     ),
+    Function(
+        "tu_pbuf_bid",
+        "unsigned",
+        (_PBUF, ("unsigned", "pos")),
+        "The buffer id in the ring entry at position ``pos`` (what the kernel will hand out there).",
+    ),
     Function("tu_pbuf_teardown", "void", (_RING, _PBUF), "Unregister and unmap it."),
     Function("tu_pbuf_recycle", "void", (_PBUF, ("unsigned", "bid")), "Give buffer ``bid`` back to the kernel."),
     Function(
