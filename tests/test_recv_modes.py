@@ -293,6 +293,29 @@ def test_bytes_kept_from_a_bundle_come_first_for_every_receive_method() -> None:
     run_in_mode("bundle", main)
 
 
+def test_a_waiting_peek_is_no_bundle() -> None:
+    """recv(n, MSG_PEEK) that waits: a plain RECV (a bundle's surplus would be kept,
+    and then read twice); the bytes are still there for the next receive."""
+
+    async def main() -> None:
+        a, b = await stream_pair()
+        async with a, b:
+            async with trio.open_nursery() as nursery:
+                peeked: list[bytes] = []
+
+                async def peek() -> None:
+                    peeked.append(await b.socket.recv(5000, stdlib_socket.MSG_PEEK))
+
+                nursery.start_soon(peek)
+                await trio.testing.wait_all_tasks_blocked()
+                assert type(current_driver().fds[b.socket.fileno()].slots[0]).__name__ == "RecvSelect"
+                await a.send_all(b"p" * 3000)
+            assert peeked[0] == b"p" * len(peeked[0])
+            assert await b.receive_some(3000) == b"p" * 3000
+
+    run_in_mode("bundle", main, buffers=64, size=4096)
+
+
 # ---------------------------------------------------------------- EOF
 
 

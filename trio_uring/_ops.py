@@ -522,8 +522,9 @@ class RecvBundle(RecvSelect):
 
 
 def recv_waiting(fd: int, nbytes: int, msg_flags: int, buffers: BufferRing) -> RecvSelect:
-    """The op a stream receive waits with: a bundle if the driver chose them (`BufferRing.bundle`)."""
-    return (RecvBundle if buffers.bundle else RecvSelect)(fd, nbytes, msg_flags, buffers)
+    """The op a stream receive waits with: a bundle if the driver chose them
+    (`BufferRing.bundle`) and the call has no flags (a peek must not be kept)."""
+    return (RecvBundle if buffers.bundle and not msg_flags else RecvSelect)(fd, nbytes, msg_flags, buffers)
 
 
 class SendMsg(_SocketOp):
