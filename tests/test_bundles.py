@@ -17,7 +17,7 @@ import trio
 import trio.testing
 
 import trio_uring
-from trio_uring import bundles
+from trio_uring import _sendring, bundles
 from trio_uring._ops import SendBundle
 from trio_uring._ring import FEAT_RECVSEND_BUNDLE
 from trio_uring.bundles import BundleStream
@@ -167,7 +167,7 @@ async def test_send_select_takes_one_buffer_at_a_time() -> None:
 
     driver = current_driver()
     sock, peer = await tcp_pair()
-    ring = bundles._new_ring(driver, 8)
+    ring = _sendring.open_send_ring(driver, 8)
     try:
         items: list[Any] = [b"one", b"two!", b"three"]
         assert ring.push_many(items, 0) == 3
@@ -447,7 +447,7 @@ async def test_send_ring_of_a_dropped_stream_is_given_back() -> None:
     await stream.send_many([b"a", b"b"])
     assert stream._ring is not None
     bgid = stream._ring.bgid
-    groups = bundles._groups[current_driver()]
+    groups = _sendring._groups[current_driver()]
     sock = stream.socket
     del stream
     gc.collect()

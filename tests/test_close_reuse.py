@@ -85,8 +85,9 @@ def close_and_reuse(sock: trio.socket.SocketType, kind: int = stdlib_socket.SOCK
 @contextmanager
 def between_sqes(driver: Driver, when: Callable[[Op], bool], action: Callable[[], None]) -> Iterator[list[Op]]:
     """Run ``action`` once, right before the driver writes the SQE of an op for which
-    ``when(op)`` is true: the moment between two SQEs of one call."""
-    real_start = driver.start
+    ``when(op)`` is true (an op that waits, `Driver.start`, or one tried at once,
+    `Driver.try_now`): the moment between two SQEs of one call."""
+    real_start, real_try_now = driver.start, driver.try_now
     seen: list[Op] = []
 
     def start(op: Op, st: Any) -> None:
@@ -95,11 +96,18 @@ def between_sqes(driver: Driver, when: Callable[[Op], bool], action: Callable[[]
             action()
         real_start(op, st)
 
+    def try_now(op: Op, st: Any) -> int:
+        if not seen and when(op):
+            seen.append(op)
+            action()
+        return real_try_now(op, st)
+
     driver.start = start  # type: ignore[method-assign]
+    driver.try_now = try_now  # type: ignore[method-assign]
     try:
         yield seen
     finally:
-        del driver.start
+        del driver.start, driver.try_now
 
 
 def current_driver() -> Driver:

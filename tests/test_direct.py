@@ -758,3 +758,32 @@ def test_ops_are_declared_in_the_ops_table() -> None:
     assert Opcode.CLOSE in _restrict.BACKEND_OPCODES
     assert _restrict.BACKEND_SQE_FLAGS & IOSQE_FIXED_FILE
     assert _restrict.REGISTER_FILES2 in _restrict.BACKEND_REGISTER_OPS
+
+
+@pytest.mark.timeout(15)
+async def test_send_all_to_a_peer_that_shut_down_and_does_not_read_is_cancelled_at_once() -> None:
+    # As tests/test_reliability_peers.py's test of the same name: a send on a direct
+    # descriptor waits for room with a poll (DirectPollOut), never parked in the
+    # kernel, where it would end up in an io-wq thread beyond the reach of a cancel.
+    with stdlib_socket.create_server(("127.0.0.1", 0)) as lst:
+        stream = await direct.open_direct_tcp_stream("127.0.0.1", lst.getsockname()[1])
+        peer, _ = lst.accept()
+    with peer:
+        peer.shutdown(stdlib_socket.SHUT_WR)
+        assert await stream.receive_some() == b""
+        data = random.Random(SEED).randbytes(8 << 20)
+        polls = io_stats().ops_submitted.get("POLL_ADD", 0)
+        with trio.fail_after(5):
+            with trio.move_on_after(0.3) as scope:
+                await stream.send_all(data)
+        assert scope.cancelled_caught
+        # A few polls on the slot; not a spin (a poll on whatever plain fd has the
+        # slot's number would be ready at once, again and again).
+        assert io_stats().ops_submitted.get("POLL_ADD", 0) - polls < 20
+        await stream.aclose()
+        peer.settimeout(5)
+        got = bytearray()
+        while chunk := peer.recv(1 << 20):
+            got += chunk
+        assert 0 < len(got) < len(data)
+        assert got == data[: len(got)]

@@ -187,6 +187,105 @@ async def test_peer_that_never_reads(baseline: None) -> None:
         assert got == data[: len(got)]
 
 
+def _io_wq_workers() -> set[str]:
+    """The ids of this process's io-wq worker threads (named iou-wrk-<pid>)."""
+    task_dir = f"/proc/{os.getpid()}/task"
+    workers = set()
+    for tid in os.listdir(task_dir):
+        try:
+            with open(f"{task_dir}/{tid}/comm") as f:
+                if f.read().startswith("iou-wrk"):
+                    workers.add(tid)
+        except FileNotFoundError:  # the thread has exited meanwhile
+            pass
+    return workers
+
+
+async def _send_with_send(stream: trio.SocketStream, data: bytes) -> None:
+    sent = 0
+    while True:
+        sent += await stream.socket.send(data[sent:])
+
+
+async def _send_with_send_view(stream: trio.SocketStream, data: bytes) -> None:
+    view, sent = memoryview(data), 0
+    while True:
+        sent += await stream.socket.send(view[sent:])
+
+
+async def _send_with_sendmsg(stream: trio.SocketStream, data: bytes) -> None:
+    view, sent = memoryview(data), 0
+    while True:
+        sent += await stream.socket.sendmsg([view[sent : sent + 1000], view[sent + 1000 :]])
+
+
+def _pieces(data: bytes) -> list[bytes]:
+    return [data[i : i + 65536] for i in range(0, len(data), 65536)]
+
+
+async def _send_with_bundles(stream: trio.SocketStream, data: bytes) -> None:
+    from trio_uring import bundles
+    from trio_uring._iomanager import current_driver
+
+    driver = current_driver()
+    assert driver is not None
+    if not bundles.send_bundles_supported(driver):
+        pytest.skip("this kernel has no send bundles (IORING_FEAT_RECVSEND_BUNDLE)")
+    await bundles.BundleStream(stream, bundles=True).send_many(_pieces(data))
+
+
+async def _send_with_lowlevel_bundle(stream: trio.SocketStream, data: bytes) -> None:
+    from trio_uring import lowlevel
+
+    if not lowlevel.send_bundles_supported():
+        pytest.skip("this kernel has no send bundles (IORING_FEAT_RECVSEND_BUNDLE)")
+    with lowlevel.SendRing(128) as ring:
+        for piece in _pieces(data):
+            ring.push(piece)
+        await lowlevel.send_bundle(stream.socket, ring)
+
+
+SENDERS = {
+    "send_all": lambda stream, data: stream.send_all(data),
+    "send": _send_with_send,
+    "send-memoryview": _send_with_send_view,
+    "sendmsg": _send_with_sendmsg,
+    "bundles": _send_with_bundles,
+    "lowlevel-send_bundle": _send_with_lowlevel_bundle,
+}
+
+
+@pytest.mark.timeout(15)
+@pytest.mark.parametrize("how", SENDERS)
+async def test_a_send_to_a_peer_that_shut_down_and_does_not_read_is_cancelled_at_once(
+    baseline: None, how: str
+) -> None:
+    """A peer shuts down its side (as an HTTP/1.0 client does after its request) and
+    reads nothing. A send that parked in the kernel here would, after 128 wake-ups
+    on EPOLLRDHUP, move to an io-wq thread and block there, one kernel thread per
+    connection, beyond the reach of ASYNC_CANCEL: the cancel below would hang. Every
+    way of sending must wait for room with a poll instead, and stop at once."""
+    stream, peer = tcp_pair(buffers=16384)
+    with peer:
+        peer.shutdown(stdlib_socket.SHUT_WR)
+        assert await stream.receive_some() == b""
+        data = os.urandom(4 << 20)
+        workers = _io_wq_workers()
+        start = time.monotonic()
+        with trio.move_on_after(0.5) as scope:
+            await SENDERS[how](stream, data)
+        assert scope.cancelled_caught
+        assert time.monotonic() - start < 2
+        assert not _io_wq_workers() - workers, "an io-wq thread took a send"
+        with trio.fail_after(2):
+            await stream.aclose()
+        # The peer gets a prefix of the data, then EOF: nothing invented, nothing twice.
+        peer.settimeout(5)
+        got = read_until_eof(peer)
+        assert 0 < len(got) < len(data)
+        assert got == data[: len(got)]
+
+
 async def test_many_cancelled_sends_to_a_stuck_peer_then_close(baseline: None) -> None:
     # Sends blocked on a full pipe are cancelled again and again (the send in
     # flight each time); what the peer eventually reads is exactly what the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import contextlib
 import errno
 import fcntl
 import gc
@@ -10,6 +11,7 @@ import os
 import socket as stdlib_socket
 from collections.abc import AsyncIterator
 from functools import partial
+from typing import Any
 
 import pytest
 import trio
@@ -19,7 +21,7 @@ from trio.testing import assert_checkpoints
 import trio_uring
 from trio_uring.socket import SocketType as UringSocket
 
-from .conftest import io_stats, run_python
+from .conftest import fill_socket, io_stats, run_python
 
 LOCALHOST = "127.0.0.1"
 
@@ -756,6 +758,58 @@ async def test_broken_send_all_releases_the_callers_buffer() -> None:
             await trio.sleep(0.01)
     await stream.aclose()
     gc.collect()
+
+
+async def test_send_of_a_memoryview_holds_it_exactly_as_long_as_the_kernel_may_read_it(
+    pair: tuple[trio.socket.SocketType, trio.socket.SocketType],
+) -> None:
+    # send(memoryview) has the short path of send(bytes) (Trio's SocketStream.send_all
+    # sends memoryview slices). The view is exported to C while the kernel may read
+    # it, and let go of as soon as it may not: releasing it fails exactly then.
+    client, server = pair
+    view = memoryview(bytearray(b"a" * 10))
+    assert await client.send(view) == 10  # completed at once
+    view.release()  # nothing holds it any more
+    assert await server.recv(100) == b"a" * 10
+
+    fill_socket(client._sock)
+    view = memoryview(bytearray(b"b" * 1000))
+    sent: list[int] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: _append(sent, client.send(view)))
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(BufferError):
+            view.release()  # the waiting SEND may still read it
+        with pytest.raises(trio.BusyResourceError):
+            await client.send(memoryview(b"c"))
+        while not sent:  # drain: the SEND completes
+            server._sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                server._sock.recv(1 << 20)
+            await trio.sleep(0.001)
+    assert sent == [1000]
+    view.release()
+
+    view = memoryview(bytearray(b"d" * 1000))
+    fill_socket(client._sock)
+    with trio.move_on_after(0.05):
+        await client.send(view)  # cancelled while waiting
+    await trio.sleep(0.05)  # its CQE (-ECANCELED) has come
+    view.release()
+
+    # An error, as Trio's send_all meets it: `with data[n:] as remaining: await
+    # sock.send(remaining)` releases the view while the exception (whose frames
+    # hold our locals) is still alive.
+    server.close()
+    await trio.sleep(0.01)
+    with pytest.raises(OSError):
+        for _ in range(100):
+            with memoryview(bytearray(b"e" * 70000)) as remaining:
+                await client.send(remaining)
+
+
+async def _append(results: list[int], coro: Any) -> None:
+    results.append(await coro)
 
 
 async def test_socket_defaults_are_the_stdlibs() -> None:

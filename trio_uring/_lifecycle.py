@@ -87,6 +87,15 @@ returns). Only if it would block does an op go through the states above. A waiti
 stream receive takes its buffer from the kernel's provided-buffer ring when data
 arrives (`trio_uring._ops.RecvSelect`), so a parked receive holds no memory.
 
+Sends never wait in the kernel (`Op.ready_poll`): one that would block waits for
+POLLOUT, a readiness poll through the states above, and is tried at once again
+(`perform`). A SEND parked in the kernel would, once the peer has shut down its
+side, be woken by EPOLLRDHUP again and again (io_uring adds it to every poll) and
+after 128 tries be run in a blocking io-wq thread that ASYNC_CANCEL does not get
+out (`trio_uring._ops.Send`). A send bundle, which needs its CQE's flags, is
+submitted with MSG_DONTWAIT instead, and submitted again after the poll
+(`Op.would_block`, `Op.again`).
+
 Trio's BusyResourceError rule (one reader and one writer per fd) applies to every
 op that waits: each FdState has a READ and a WRITE slot, taken from `Driver.start`
 until the op's final CQE (or, for a readiness poll, until its task stops waiting).
@@ -131,9 +140,9 @@ from trio.lowlevel import (
     wait_task_rescheduled,
 )
 
-from ._ops import NO_SLOT, READ, AsyncCancel, Op, PollIn, PollOut
+from ._ops import NO_SLOT, READ, AsyncCancel, Op, PollIn, PollOut, _SocketOp
 from ._recvmodes import open_recv_buffers
-from ._ring import ASYNC_CANCEL_ANY, CQE_F_MORE, SYNC_USER_DATA, BufferRing, Ring, os_error
+from ._ring import ASYNC_CANCEL_ANY, CQE_F_MORE, NOT_SUBMITTED, SYNC_USER_DATA, BufferRing, Ring, os_error
 from ._ring_cffi import ffi
 
 if TYPE_CHECKING:
@@ -233,6 +242,7 @@ FIRST_OP: Final = 16
 
 _ECANCELED: Final = -errno.ECANCELED
 _EINTR: Final = -errno.EINTR
+_EAGAIN: Final = -errno.EAGAIN
 
 # The buffer group id of the provided-buffer ring (one per ring).
 RECV_BUFFER_GROUP: Final = 0
@@ -423,6 +433,9 @@ class Driver:
         An error in ``op.retry_errnos`` submits it again, through `start`: a retry
         is refused like any other op once the fd is retired.
         """
+        if op.ready_poll is not None and isinstance(op, _SocketOp):
+            # Tried at once already by its caller, and it would block.
+            return await self._ready_then_now(op, st)
         try:
             self.start(op, st)
         except BaseException:
@@ -432,10 +445,33 @@ class Driver:
             raise
         while True:
             await self.wait(op)
-            if op.state is COMPLETED and -op.res in op.retry_errnos:
-                self.start(op, st)
-                continue
+            if op.state is COMPLETED:
+                if -op.res in op.retry_errnos:
+                    op.again()
+                    self.start(op, st)
+                    continue
+                if op.ready_poll is not None and op.would_block():
+                    await self.wait_ready(op.fd, op.slot, st, op.ready_poll)
+                    op.again()
+                    self.start(op, st)
+                    continue
             return op.result()
+
+    async def _ready_then_now(self, op: Op, st: FdState | None) -> Any:
+        """`perform` of a socket op that waits by readiness (`Op.ready_poll`): that
+        POLL_ADD, then the op tried at once (MSG_DONTWAIT, `try_now`), until it does
+        not block. The op itself never waits in the kernel, so a cancel lands in the
+        poll: nothing of the op happened."""
+        assert isinstance(op, _SocketOp) and st is not None
+        refusal_is_a_checkpoint = True
+        while True:
+            await self.wait_ready(op.fd, op.slot, st, op.ready_poll, refusal_is_a_checkpoint=refusal_is_a_checkpoint)
+            refusal_is_a_checkpoint = False
+            op.now = True
+            res = self.try_now(op, st)
+            if res != _EAGAIN and res != NOT_SUBMITTED:
+                op.res = res
+                return op.result()
 
     async def wait(self, op: Op) -> None:
         """Park the current task until ``op`` ends (or, multishot, until `Op.more`
@@ -484,15 +520,32 @@ class Driver:
             self.dispatch(ring.reap())
         return op.result()
 
-    async def wait_ready(self, fd: int, slot: int, st: FdState | None = None) -> None:
+    async def wait_ready(
+        self,
+        fd: int,
+        slot: int,
+        st: FdState | None = None,
+        poll_class: type[PollIn] | None = None,
+        *,
+        refusal_is_a_checkpoint: bool = False,
+    ) -> None:
         """`trio.lowlevel.wait_readable` / `wait_writable`, as a POLL_ADD (``st``: the
-        FdState a call captured when it began, if ``fd`` is a private duplicate)."""
+        FdState a call captured when it began, if ``fd`` is a private duplicate;
+        ``poll_class``: PollIn or PollOut by ``slot`` unless given). A refusal (busy
+        slot, closed fd) raises at once, as Trio's do, unless a socket call waits
+        here (``refusal_is_a_checkpoint``, see `perform`)."""
         if st is None:
             st = self.fd(fd)
-        poll_class = PollIn if slot == READ else PollOut
+        if poll_class is None:
+            poll_class = PollIn if slot == READ else PollOut
         op = poll_class(fd)
-        while True:
+        try:
             self.start(op, st)
+        except BaseException:
+            if refusal_is_a_checkpoint:
+                await cancel_shielded_checkpoint()
+            raise
+        while True:
             await self.wait(op)
             if op.state is IN_FLIGHT:  # a multishot poll woke us; it would go on posting
                 self.abandon(op)
@@ -506,6 +559,7 @@ class Driver:
             # end again at once; a multishot one posts on later wake-ups only, and
             # PollIn.more lets through just the events we want.
             op = poll_class(fd, multishot=True)
+            self.start(op, st)
 
     # ---------------------------------------------------------------- parking without an SQE
 

@@ -140,6 +140,10 @@ class Op:
     #: errnos after which the driver submits the op again (still subject to the
     #: closed-fd rule): the kernel ran short of something for a moment.
     retry_errnos: ClassVar[frozenset[int]] = frozenset()
+    #: If set, the op never waits in the kernel: when it must wait, the driver waits
+    #: for this poll's readiness and tries the op at once again (`_lifecycle.Driver.
+    #: perform`). See `Send` for why.
+    ready_poll: ClassVar[type[PollIn] | None] = None
     used_for: ClassVar[str]
     since: ClassVar[str]
     opt_in: ClassVar[bool] = False
@@ -170,6 +174,14 @@ class Op:
         """The final CQE. Runs whatever happened to the task."""
         self.res = res
         self.flags = flags
+
+    def would_block(self) -> bool:
+        """For an op with `ready_poll` that the driver submits to complete at once:
+        whether it completed having done nothing because it would have blocked."""
+        return False
+
+    def again(self) -> None:
+        """Before the driver submits the op again (a retry, or after readiness)."""
 
     def result(self) -> Any:
         """What the waiting task gets for a completed op; OSError for an error."""
@@ -358,11 +370,21 @@ class _SocketOp(Op):
 
 class Send(_SocketOp):
     """IORING_OP_SEND of ``nbytes`` from ``buf`` at ``offset`` (the caller's buffer,
-    borrowed until the CQE)."""
+    borrowed until the CQE).
+
+    A send that must wait waits for POLLOUT and is tried again (`Op.ready_poll`), as
+    Trio's epoll backend does, never as a SEND parked in the kernel: once the peer
+    has shut down its side, the kernel's internal poll for a parked send wakes on
+    EPOLLRDHUP every time (io_uring adds it to every poll), and after 128 wake-ups
+    with no room it runs the send in an io-wq thread, where it blocks until the
+    peer reads: a kernel thread per such connection, and an ASYNC_CANCEL that does
+    not get it out (a cancelled send_all hung).
+    """
 
     __slots__ = ("buf", "nbytes", "offset")
     opcode = Opcode.SEND
     slot = WRITE
+    ready_poll = PollOut
     used_for = "send(), send_all()"
     since = "5.6"
 
@@ -533,6 +555,7 @@ class SendMsg(_SocketOp):
     __slots__ = ("msg",)
     opcode = Opcode.SENDMSG
     slot = WRITE
+    ready_poll = PollOut  # as Send
     used_for = "sendto(), sendmsg()"
     since = "5.3"
 
@@ -591,23 +614,27 @@ class SendSelect(Op):
     Each CQE (a bundle may post several, with IORING_CQE_F_MORE) reports bytes sent
     from the buffer id in its flags on; the ring releases the entries they cover
     at that CQE, and no sooner. The result is the bytes all its CQEs reported (an
-    error is raised only if none went out). MSG_WAITALL: on a stream socket the
-    kernel sends the rest itself when room comes, so a short count means the op
-    was cancelled or failed.
+    error is raised only if none went out).
+
+    MSG_DONTWAIT, as `Send` and for the same reason: the op sends what fits and
+    never parks in the kernel. If nothing fits (-EAGAIN, nothing sent: `would_block`)
+    the driver waits for POLLOUT (`ready_poll`) and submits it again; a short count
+    means the socket's buffer filled (the caller settles the ring and goes on).
     """
 
     __slots__ = ("cqes", "msg_flags", "ring", "sent")
     opcode = Opcode.SEND
     slot = WRITE
     sqe_flags = IOSQE_BUFFER_SELECT
+    ready_poll = PollOut
     ioprio: ClassVar[int] = 0
-    used_for = "BundleStream.send_many (one buffer a SEND)"
+    used_for = "lowlevel.send_select (one buffer a SEND)"
     since = "6.10"
 
     def __init__(self, fd: int, ring: SendRing, msg_flags: int) -> None:
         super().__init__(fd)
         self.ring = ring
-        self.msg_flags = (msg_flags | int(socket.MSG_WAITALL)) & _NOT_DONTWAIT
+        self.msg_flags = (msg_flags | MSG_DONTWAIT) & _NOT_WAITALL
         self.sent = 0
         self.cqes = 0  # completions so far (a bundle posts one per pass of at most 256 buffers)
 
@@ -628,8 +655,17 @@ class SendSelect(Op):
             self.ring.sent(res, flags)
             self.sent += res
 
+    def would_block(self) -> bool:
+        return self.res == -_EAGAIN and not self.sent
+
+    def again(self) -> None:
+        # A bundle that would block may still have moved the kernel's head past
+        # the entries it picked (its CQE names a buffer, and the next op would
+        # find the ring empty): rewrite what is left from the kernel's head.
+        self.ring.settle()
+
     def result(self) -> int:
-        if self.res < 0 and not self.sent:
+        if self.res < 0 and not self.sent and self.res != -_ENOBUFS:  # ENOBUFS: the ring was empty
             raise os_error(-self.res)
         return self.sent
 
@@ -641,7 +677,7 @@ class SendBundle(SendSelect):
 
     __slots__ = ()
     ioprio = RECVSEND_BUNDLE
-    used_for = "BundleStream.send_many (send bundles)"
+    used_for = "BundleStream.send_many, lowlevel.send_bundle (send bundles)"
 
 
 class AsyncCancel:
@@ -972,11 +1008,26 @@ class DirectConnect(Connect):
         return w.sqe(self.opcode, self.sqe_flags, 0, self.fd, len(self.sockaddr), addr, 0, 0, 0, 0, 0, user_data)
 
 
+class DirectPollOut(PollOut):
+    """`PollOut` on the direct descriptor in slot ``fd``."""
+
+    __slots__ = ()
+    sqe_flags = IOSQE_FIXED_FILE
+    used_for = "direct sockets: wait_send_all_might_not_block()"
+    since = "5.19"
+
+    def write(self, w: Writers, user_data: int) -> int:
+        # poll32_events shares its field with the per-op flags (little-endian layout).
+        poll_flags = POLL_ADD_MULTI if self.multishot else 0
+        return w.sqe(self.opcode, self.sqe_flags, 0, self.fd, 0, 0, poll_flags, self.events, 0, 0, 0, user_data)
+
+
 class DirectSend(Send):
     """IORING_OP_SEND on the direct descriptor in slot ``fd`` (``buf`` a cffi pointer)."""
 
     __slots__ = ()
     sqe_flags = IOSQE_FIXED_FILE
+    ready_poll = DirectPollOut
     used_for = "direct sockets: send_all()"
     since = "5.19"
 
@@ -998,20 +1049,6 @@ class DirectRecvSelect(RecvSelect):
         # buf_group shares its field with buf_index.
         return w.sqe(self.opcode, self.sqe_flags, 0, self.fd, 0, 0, self.nbytes, self.msg_flags, self.buffers.bgid,
                      0, 0, user_data)  # fmt: skip
-
-
-class DirectPollOut(PollOut):
-    """`PollOut` on the direct descriptor in slot ``fd``."""
-
-    __slots__ = ()
-    sqe_flags = IOSQE_FIXED_FILE
-    used_for = "direct sockets: wait_send_all_might_not_block()"
-    since = "5.19"
-
-    def write(self, w: Writers, user_data: int) -> int:
-        # poll32_events shares its field with the per-op flags (little-endian layout).
-        poll_flags = POLL_ADD_MULTI if self.multishot else 0
-        return w.sqe(self.opcode, self.sqe_flags, 0, self.fd, 0, 0, poll_flags, self.events, 0, 0, 0, user_data)
 
 
 class DirectShutdown(Op):

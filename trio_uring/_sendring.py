@@ -25,18 +25,24 @@ the one writer (the stream holds the socket's write slot while it sends).
 
 from __future__ import annotations
 
+import errno
+import weakref
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
-from ._ring import CQE_BUFFER_SHIFT, CQE_F_BUFFER, Ring
+from ._ring import CQE_BUFFER_SHIFT, CQE_F_BUFFER, FEAT_RECVSEND_BUNDLE, Opcode, Ring
 from ._ring_cffi import ffi, lib
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["SendRing"]
+    from ._lifecycle import Driver
+
+__all__ = ["SendRing", "open_send_ring", "send_bundles_supported"]
 
 _U16: Final = 0xFFFF
+_FIRST_SEND_GROUP: Final = 1  # buffer group 0 is the driver's receive ring
+_MAX_GROUP: Final = 0xFFFF
 
 
 class SendRing:
@@ -224,3 +230,71 @@ class SendRing:
     def __del__(self) -> None:
         if not getattr(self, "closed", True):
             self.close()
+
+
+# ---------------------------------------------------------------- per run: the feature, the group ids
+#
+# Shared by the two users of send rings, trio_uring.bundles (BundleStream) and
+# trio_uring.lowlevel (SendRing, send_bundle): one feature check, one allocator.
+
+
+def send_bundles_supported(driver: Driver | None = None) -> bool:
+    """Whether this run's kernel takes sends from provided buffers and send bundles:
+    the ring's features (IORING_FEAT_RECVSEND_BUNDLE, which the send man pages call
+    IORING_FEAT_SEND_BUF_SELECT), never the kernel version. ``driver``: the current
+    run's if None (False outside a run on the io_uring backend)."""
+    if driver is None:
+        from ._iomanager import running_driver
+
+        driver = running_driver()
+    if driver is None or not driver.ring.features & FEAT_RECVSEND_BUNDLE:
+        return False
+    return Opcode.SEND in _probe(driver)
+
+
+_probes: weakref.WeakKeyDictionary[Driver, frozenset[Opcode | int]] = weakref.WeakKeyDictionary()
+
+
+def _probe(driver: Driver) -> frozenset[Opcode | int]:
+    supported = _probes.get(driver)
+    if supported is None:
+        supported = _probes[driver] = driver.ring.probe()
+    return supported
+
+
+class _Groups:
+    """The buffer group ids of one run's send rings: handed out, given back on close."""
+
+    def __init__(self) -> None:
+        self.free: list[int] = []
+        self.next = _FIRST_SEND_GROUP
+
+    def take(self) -> int:
+        if self.free:
+            return self.free.pop()
+        if self.next > _MAX_GROUP:
+            raise OSError(errno.ENOBUFS, "trio_uring: no buffer group id left for another send ring")
+        bgid, self.next = self.next, self.next + 1
+        return bgid
+
+    def give_back(self, bgid: int) -> None:
+        self.free.append(bgid)
+
+
+_groups: weakref.WeakKeyDictionary[Driver, _Groups] = weakref.WeakKeyDictionary()
+
+
+def open_send_ring(driver: Driver, entries: int) -> SendRing:
+    """A new `SendRing` of ``entries`` on ``driver``'s ring, with a buffer group id
+    of its own (given back when the ring closes)."""
+    groups = _groups.get(driver)
+    if groups is None:
+        groups = _groups[driver] = _Groups()
+    bgid = groups.take()
+    try:
+        ring = SendRing(driver.ring, bgid, entries)
+    except BaseException:
+        groups.give_back(bgid)
+        raise
+    ring.on_close = groups.give_back
+    return ring

@@ -426,26 +426,41 @@ class UringSocket(_SocketType):
         driver = self._uring_driver()
         if driver is None:
             return await super().send(data, flags)
-        if type(data) is bytes and flags == 0 and data:
-            return await self._send_bytes(driver, data)
+        if flags == 0 and (type(data) is bytes or type(data) is memoryview):
+            # The commonest kinds: send(bytes), and Trio's SocketStream.send_all,
+            # which sends memoryview slices.
+            return await self._send_simple(driver, data)
         return await self._io(driver, _send, data, flags)  # type: ignore[no-any-return]
 
-    async def _send_bytes(self, driver: Driver, data: bytes) -> int:
-        """send(data) of the commonest kind, as `_io` does it but without an op
-        object unless it has to wait: the C layer's MSG_DONTWAIT SEND first."""
+    async def _send_simple(self, driver: Driver, data: bytes | memoryview) -> int:
+        """send(data) without flags, as `_io` does it but without an op object unless
+        it has to wait: the C layer's MSG_DONTWAIT SEND first."""
         await checkpoint_if_cancelled()
-        nbytes = min(len(data), _MAX_IO)
+        buf: Any = None
         try:
+            buf = data if type(data) is bytes else _readable(data)
+            nbytes = min(len(buf), _MAX_IO)
             st = driver.fd(self._sock.fileno())
-            res = driver.send_now(st, data, nbytes, 0)
+            # (A zero-length SEND still asks the kernel, as the stdlib's does: a
+            # closed or unconnected socket raises.)
+            res = driver.send_now(st, buf, nbytes, 0)
         except BaseException as exc:
+            if buf is not None and buf is not data:
+                ffi.release(buf)
             await _raise_after_checkpoint(exc)
         if not _would_block(res):
+            if buf is not data:
+                ffi.release(buf)
             if res < 0:
                 await _raise_after_checkpoint(os_error(-res))
             await cancel_shielded_checkpoint()
             return res
-        return await driver.perform(Send(st.fd, data, nbytes, 0), st)  # type: ignore[no-any-return]
+        op = Send(st.fd, buf, nbytes, 0)
+        try:
+            return await driver.perform(op, st)  # type: ignore[no-any-return]
+        finally:
+            if op.user_data not in driver.ops:  # the kernel is done with the buffer
+                op.release()
 
     async def sendto(self, *args: Any) -> int:
         """Like `socket.socket.sendto`, but async: ``sendto(data[, flags], address)``."""

@@ -28,19 +28,16 @@ Never for datagram sockets: a bundle merges its buffers into one datagram
 
 from __future__ import annotations
 
-import errno
-import weakref
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import trio
 from trio import SocketStream
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from ._ops import SendBundle
-from ._ring import FEAT_RECVSEND_BUNDLE, Opcode
 from ._ring_cffi import ffi
-from ._sendring import SendRing
+from ._sendring import SendRing, open_send_ring, send_bundles_supported
 from ._socket import UringSocket
 from ._stream import _translate
 
@@ -53,52 +50,6 @@ __all__ = ["BUNDLES_BY_DEFAULT", "BundleStream", "send_bundles_supported"]
 #: fan-out benchmark, joining the queued messages in Python and sending them with
 #: one SEND was as fast or faster (docs/source/bundles.rst).
 BUNDLES_BY_DEFAULT: bool = False
-
-_FIRST_SEND_GROUP: Final = 1  # buffer group 0 is the driver's receive ring
-_MAX_GROUP: Final = 0xFFFF
-
-
-def send_bundles_supported(driver: Driver) -> bool:
-    """Whether this run's kernel takes sends from provided buffers and send bundles:
-    the ring's features (IORING_FEAT_RECVSEND_BUNDLE, which the send man pages call
-    IORING_FEAT_SEND_BUF_SELECT), never the kernel version."""
-    return bool(driver.ring.features & FEAT_RECVSEND_BUNDLE)
-
-
-class _Groups:
-    """The buffer group ids of one run's send rings: handed out, given back on close."""
-
-    def __init__(self) -> None:
-        self.free: list[int] = []
-        self.next = _FIRST_SEND_GROUP
-
-    def take(self) -> int:
-        if self.free:
-            return self.free.pop()
-        if self.next > _MAX_GROUP:
-            raise OSError(errno.ENOBUFS, "trio_uring: no buffer group id left for another send ring")
-        bgid, self.next = self.next, self.next + 1
-        return bgid
-
-    def give_back(self, bgid: int) -> None:
-        self.free.append(bgid)
-
-
-_groups: weakref.WeakKeyDictionary[Driver, _Groups] = weakref.WeakKeyDictionary()
-
-
-def _new_ring(driver: Driver, entries: int) -> SendRing:
-    groups = _groups.get(driver)
-    if groups is None:
-        groups = _groups[driver] = _Groups()
-    bgid = groups.take()
-    try:
-        ring = SendRing(driver.ring, bgid, entries)
-    except BaseException:
-        groups.give_back(bgid)
-        raise
-    ring.on_close = groups.give_back
-    return ring
 
 
 class BundleStream(trio.abc.HalfCloseableStream):
@@ -141,7 +92,7 @@ class BundleStream(trio.abc.HalfCloseableStream):
         if type(sock) is not UringSocket:
             return None
         driver = sock._uring_driver()
-        if driver is None or not send_bundles_supported(driver) or Opcode.SEND not in _probe(driver):
+        if driver is None or not send_bundles_supported(driver):
             return None
         return driver
 
@@ -184,7 +135,7 @@ class BundleStream(trio.abc.HalfCloseableStream):
     def _ring_for(self, driver: Driver) -> SendRing:
         ring = self._ring
         if ring is None or self._ring_driver is not driver or ring.closed:
-            ring = self._ring = _new_ring(driver, self.ring_entries)
+            ring = self._ring = open_send_ring(driver, self.ring_entries)
             self._ring_driver = driver
         return ring
 
@@ -265,13 +216,3 @@ class BundleStream(trio.abc.HalfCloseableStream):
         finally:
             if not self.transport_stream._send_conflict_detector._held:
                 self._close_ring()
-
-
-_probes: weakref.WeakKeyDictionary[Driver, frozenset[Opcode | int]] = weakref.WeakKeyDictionary()
-
-
-def _probe(driver: Driver) -> frozenset[Opcode | int]:
-    supported = _probes.get(driver)
-    if supported is None:
-        supported = _probes[driver] = driver.ring.probe()
-    return supported

@@ -37,19 +37,34 @@ Restricted rings (the default, `trio_uring.UringIOManager.restrict`) refuse
 opcodes trio_uring does not use with EACCES: declare yours with `allow_opcodes`
 (and `allow_sqe_flags`) before the run starts. ``examples/lowlevel_ops.py`` has
 the sleep above and a READ on a pipe.
+
+Sends from a send buffer ring, and send bundles, on any stream socket: `SendRing`
+(a queue of your buffers, registered with the kernel), `send_bundle` (one op
+sends all of it, in order) and `send_select` (one op sends the next buffer). They
+are the ops `trio_uring.bundles` uses (`trio_uring._ops.SendBundle`, over
+`trio_uring._sendring`), performed by the same driver with the same guarantees.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import errno
+import socket
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from ._iomanager import current_driver
-from ._ops import NO_SLOT, READ, WRITE, Op
+from ._ops import NO_SLOT, READ, WRITE, Op, SendBundle, SendSelect
 from ._restrict import allow_opcodes, allow_register_ops, allow_sqe_flags
 from ._ring import Opcode
 from ._ring_cffi import ffi
+from ._sendring import open_send_ring, send_bundles_supported
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ._lifecycle import Driver
     from ._ring_writers import Writers
 
 __all__ = [
@@ -58,10 +73,14 @@ __all__ = [
     "WRITE",
     "Opcode",
     "Operation",
+    "SendRing",
     "allow_opcodes",
     "allow_register_ops",
     "allow_sqe_flags",
     "perform",
+    "send_bundle",
+    "send_bundles_supported",
+    "send_select",
 ]
 
 
@@ -169,11 +188,207 @@ async def perform(op: Op) -> Any:
     A checkpoint, like Trio's own I/O calls. Raises RuntimeError outside a run on
     the io_uring backend.
     """
-    driver = current_driver()
-    if driver is None:
-        raise RuntimeError("trio_uring.lowlevel.perform needs a run on the io_uring backend (trio_uring.run)")
-    from trio.lowlevel import checkpoint_if_cancelled
-
+    driver = _driver("perform")
     await checkpoint_if_cancelled()
     st = driver.fd(op.fd) if op.fd >= 0 else None
     return await driver.perform(op, st)
+
+
+def _driver(what: str) -> Driver:
+    driver = current_driver()
+    if driver is None:
+        raise RuntimeError(f"trio_uring.lowlevel.{what} needs a run on the io_uring backend (trio_uring.run)")
+    return driver
+
+
+# ---------------------------------------------------------------- send rings, send bundles
+
+
+class _HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+class SendRing:
+    """A send buffer ring: your buffers, queued in order, for `send_bundle` and `send_select`.
+
+    ``entries``: how many buffers it can hold (a power of two, 1 to 32768). Made in
+    a run on the io_uring backend (RuntimeError otherwise), on a kernel that has
+    sends from provided buffers (`send_bundles_supported`; OSError ``EOPNOTSUPP``
+    otherwise). It registers a provided-buffer ring with a buffer group id of its
+    own until `close` (or the end of a ``with`` block, or garbage collection), and
+    serves that run only.
+
+    A pushed buffer is not copied: the ring keeps a reference to it (a bytearray
+    cannot be resized meanwhile) until a completion reports all of its bytes sent,
+    or `clear` or `close` drops it. Do not change its contents before then.
+    """
+
+    def __init__(self, entries: int = 256) -> None:
+        driver = _driver("SendRing")
+        if not send_bundles_supported(driver):
+            raise OSError(
+                errno.EOPNOTSUPP,
+                "trio_uring: this kernel has no sends from provided buffers (IORING_FEAT_RECVSEND_BUNDLE, Linux 6.10)",
+            )
+        self._driver = driver
+        self._ring = open_send_ring(driver, entries)
+        self._op: SendSelect | None = None  # the op sending from it, until its final CQE
+        self._closed = False
+        #: Bytes the kernel reported sent from this ring, by every op so far (also
+        #: by one that ended in Cancelled or ClosedResourceError).
+        self.bytes_sent = 0
+
+    @property
+    def entries(self) -> int:
+        return self._ring.entries
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes pushed and not yet reported sent (nor dropped)."""
+        return self._ring.queued_bytes
+
+    def room(self) -> int:
+        """How many more buffers `push` takes now."""
+        return 0 if self._closed else self._ring.room()
+
+    def push(self, buffer: bytes | bytearray | memoryview) -> None:
+        """Queue ``buffer`` after those already queued (an empty one is left out).
+        `trio.WouldBlock` if the ring is full (`room` is 0); ClosedResourceError
+        after `close`. Pushing while an op sends from the ring is allowed: the
+        buffer goes out with that op or the next, in order."""
+        if self._closed:
+            raise trio.ClosedResourceError("this send ring is closed")
+        view: Any = buffer if type(buffer) is bytes else ffi.from_buffer(buffer)
+        n = len(view)
+        if not n:
+            return
+        if n > 0xFFFF_FFFF:
+            raise ValueError("a send ring entry holds at most 4 GiB - 1")
+        if not self._ring.room():
+            raise trio.WouldBlock
+        self._ring.push(view, view, n)
+
+    def clear(self) -> None:
+        """Drop every buffer queued and not yet sent (what a short send left, say).
+        BusyResourceError while an op sends from the ring."""
+        if self._op is not None:
+            raise trio.BusyResourceError("an op is sending from this send ring")
+        if not self._closed and self._ring.queued():
+            self._ring.drop()
+
+    def close(self) -> None:
+        """Unregister the ring and give its buffer group id back (once an op sending
+        from it has ended); what is still queued is not sent. Idempotent."""
+        self._closed = True
+        if self._op is None:
+            self._ring.close()
+
+    def __enter__(self) -> SendRing:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _check(self, driver: Driver) -> None:
+        """Whether an op of this run may send from the ring now."""
+        if driver is not self._driver:
+            raise RuntimeError("a SendRing serves the run that made it")
+        if self._closed:
+            raise trio.ClosedResourceError("this send ring is closed")
+        if self._op is not None:
+            raise trio.BusyResourceError("another task is already sending from this send ring")
+
+    def _done(self, op: SendSelect) -> None:
+        """After ``op``'s call: count what it sent; what is left goes next, in order."""
+        ring = self._ring
+        if op.user_data in self._driver.ops:
+            # Still in flight (the run is being torn down): the op keeps the ring
+            # and its memory; ``_op`` stays set, so nothing touches the ring again.
+            self._closed = True
+            return
+        self._op = None
+        self.bytes_sent += op.sent
+        if ring.out_of_step is not None:
+            self.close()
+            raise RuntimeError(f"trio_uring: send ring out of step: {ring.out_of_step}")
+        if self._closed:
+            ring.close()
+        elif ring.queued() and not self._driver.closed:
+            ring.settle()  # a short send: the kernel's head is where the rest starts
+
+
+async def send_bundle(sock: int | _HasFileno, ring: SendRing) -> int:
+    """Send every buffer queued in ``ring``, in order, on the stream socket ``sock`` (an
+    fd, or an object with ``fileno()``) with one op: IORING_OP_SEND with
+    IOSQE_BUFFER_SELECT and IORING_RECVSEND_BUNDLE. Returns the bytes sent.
+
+    Returns when the ring is empty: each bundle sends what fits (MSG_DONTWAIT: no
+    op parks in the kernel, where a send to a peer that shut down its side would
+    block an io-wq thread beyond the reach of a cancel), and the call waits for
+    room (a POLL_ADD) only when nothing fits. What was not sent when the call
+    ends early stays queued, in order, for the next call (or `SendRing.clear`).
+    An empty ring sends nothing and returns 0 (the kernel's ``ENOBUFS``).
+
+    A checkpoint; cancelled, `trio.Cancelled` is raised and `SendRing.bytes_sent`
+    counts every byte that went out (an op's own completion decides what that
+    is, as for every op of `perform`); ClosedResourceError after
+    ``notify_closing`` of the fd; BusyResourceError while another task writes to
+    the fd or sends from ``ring``; OSError for an error before any byte went out.
+    ValueError for a socket that is not SOCK_STREAM: a bundle would merge its
+    buffers into one datagram.
+    """
+    return await _send_from(sock, ring, SendBundle)
+
+
+async def send_select(sock: int | _HasFileno, ring: SendRing) -> int:
+    """Send the next buffer queued in ``ring`` on ``sock`` with one op
+    (IORING_OP_SEND with IOSQE_BUFFER_SELECT): `send_bundle` for one buffer (it
+    returns when that buffer went out whole), also on a datagram socket (one
+    buffer, one datagram)."""
+    return await _send_from(sock, ring, SendSelect)
+
+
+async def _send_from(sock: int | _HasFileno, ring: SendRing, op_class: type[SendSelect]) -> int:
+    driver = _driver("send_bundle" if op_class is SendBundle else "send_select")
+    await checkpoint_if_cancelled()
+    try:
+        ring._check(driver)
+        fd = sock if isinstance(sock, int) else sock.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("socket was already closed")
+        if op_class is SendBundle and _socket_type(fd) != socket.SOCK_STREAM:
+            raise ValueError(
+                "send_bundle needs a stream socket (SOCK_STREAM): a bundle would merge its buffers into one datagram"
+            )
+        op = ring._op = op_class(fd, ring._ring, 0)
+        st = driver.fd(fd)
+    except BaseException:
+        await cancel_shielded_checkpoint()
+        raise
+    sent = 0
+    while True:
+        # Each op sends what fits now (MSG_DONTWAIT: none parks in the kernel, see
+        # trio_uring._ops.Send) and waits for room only if nothing fits.
+        try:
+            n: int = await driver.perform(op, st)
+        finally:
+            ring._done(op)
+        sent += n
+        # Until the ring is empty (a bundle) or its first buffer went out whole.
+        if not (ring._ring.queued() if op_class is SendBundle else ring._ring.head_offset):
+            return sent
+        op = ring._op = op_class(fd, ring._ring, 0)
+
+
+def _socket_type(fd: int) -> int:
+    """``fd``'s SO_TYPE (OSError ENOTSOCK for a file that is not a socket)."""
+    # (A socket object made on the fd and detached again: it never closes it.
+    # Only a process-wide socket.setdefaulttimeout would change the fd, to
+    # non-blocking, which io_uring ignores and Trio's sockets are already.)
+    s = socket.socket(fileno=fd)
+    try:
+        return s.type
+    finally:
+        s.detach()
