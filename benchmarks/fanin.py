@@ -13,9 +13,7 @@ one variant per run, runs interleaved (variant order rotates each repetition):
     trio-epoll            stock Trio (the reference)
     select                trio_uring, a waiting receive takes one provided buffer (1024 x 16 KiB)
     bundle                trio_uring, IORING_RECVSEND_BUNDLE: several buffers (1024 x 16 KiB)
-    incremental           trio_uring, IOU_PBUF_RING_INC: buffers used in pieces (1024 x 16 KiB)
     select-1m             select with a 1 MiB ring (64 x 16 KiB)
-    incremental-1m        incremental with a 1 MiB ring of big buffers (16 x 64 KiB)
 
 Scenarios: 64B, 16k (64 connections flat out), 64k-1conn (one connection flat
 out), 64k-paced (8 connections, one 64 KiB message each every 2 ms), 4k-paced (64
@@ -45,9 +43,7 @@ VARIANTS: dict[str, list[str]] = {
     "trio-epoll": [],
     "select": [],
     "bundle": [],
-    "incremental": [],
     "select-1m": ["--buffers", "64", "--buffer-size", "16384"],
-    "incremental-1m": ["--buffers", "16", "--buffer-size", "65536"],
 }
 # name: (message size, connections (0: --conns), writer's pause in µs (0: flat out),
 # megabytes per run at --scale 1: enough for a server CPU time well above the

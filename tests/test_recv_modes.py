@@ -1,16 +1,17 @@
-"""The receive modes (issue 15 point 4): select, bundle (IORING_RECVSEND_BUNDLE) and
-incremental (IOU_PBUF_RING_INC), on the real kernel.
+"""The receive modes (issue 15 point 4): select and bundle (IORING_RECVSEND_BUNDLE),
+on the real kernel.
 
 Each test runs its own trio.run with a `UringIOManager` in the mode under test, most
-with a ring of small buffers (256 bytes), so that a waiting bundle fills several and
-an incremental buffer serves several receives: the accounting of `BufferRing` (ring
-order, pieces, buffers given back in order) is what the byte-exact checks test.
+with a ring of small buffers (256 bytes), so that a waiting bundle fills several:
+the accounting of `BufferRing` (ring order, buffers given back in order) is what the
+byte-exact checks test.
 The peer writes while the reader waits (the waiting op, not the immediate attempt,
 receives), in random sizes from a seeded generator.
 """
 
 from __future__ import annotations
 
+import errno
 import random
 import socket as stdlib_socket
 from collections.abc import Awaitable, Callable, Iterator
@@ -31,7 +32,7 @@ from .test_close_reuse import B_DATA, close_and_reuse, current_driver
 pytestmark = pytest.mark.timeout(60)
 
 LOCALHOST = "127.0.0.1"
-MODES = ("select", "bundle", "incremental")
+MODES = ("select", "bundle")
 SMALL = 256  # bytes a buffer in the small rings
 
 
@@ -108,7 +109,7 @@ def test_the_run_uses_the_mode_asked_for(mode: str) -> None:
 
     async def main() -> None:
         driver = current_driver()
-        assert driver.buffers().incremental == (mode == "incremental")
+        assert driver.buffers().bundle == (mode == "bundle")
         assert driver.recv_mode == mode
 
     run_in_mode(mode, main)
@@ -152,20 +153,62 @@ def test_no_bundle_feature_falls_back_to_select() -> None:
     run_in_mode("bundle", main)
 
 
-@pytest.mark.parametrize("mode", ["bundle", "incremental"])
-def test_a_failed_self_check_falls_back_to_select(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_self_check_falls_back_to_select(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_recvmodes, "self_check", lambda mode: False)
 
     async def main() -> None:
         driver = current_driver()
-        assert not driver.buffers().incremental
+        assert not driver.buffers().bundle
         assert driver.recv_mode == "select"
 
-    run_in_mode(mode, main)
+    run_in_mode("bundle", main)
 
 
-@pytest.mark.parametrize("mode", ["bundle", "incremental"])
-def test_the_self_check_catches_reordered_data(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("resource", ["Ring", "_tcp_pair"])
+def test_a_self_check_that_cannot_run_falls_back_to_select(resource: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The self-check cannot open its private ring or its TCP pair (EMFILE: the
+    process is out of fds): no error, the run uses select, and receives work. The
+    check runs when the IOManager is created, not at the first waiting receive."""
+    checked: list[str] = []
+    real_self_check = _recvmodes.self_check
+
+    def out_of_fds(*args: object) -> Any:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    async def main() -> None:
+        assert checked == ["bundle"]  # before any receive
+        driver = current_driver()
+        a, b = await stream_pair()
+        async with a, b:
+            async with trio.open_nursery() as nursery:
+                got: list[bytes] = []
+
+                async def reader() -> None:
+                    got.append(await b.receive_some(5000))
+
+                nursery.start_soon(reader)
+                await trio.testing.wait_all_tasks_blocked()
+                await a.send_all(b"q" * 3000)
+            assert got[0] == b"q" * len(got[0]) and 0 < len(got[0]) <= SMALL  # one buffer: select
+        assert driver.recv_mode == "select"
+        assert not driver.buffers().bundle
+
+    def counting(mode: str) -> bool:
+        checked.append(mode)
+        return real_self_check(mode)
+
+    monkeypatch.setattr(_recvmodes, resource, out_of_fds)
+    monkeypatch.setattr(_recvmodes, "self_check", counting)
+    real_self_check.cache_clear()
+    try:
+        assert not real_self_check("bundle")
+        real_self_check.cache_clear()
+        run_in_mode("bundle", main)
+    finally:
+        real_self_check.cache_clear()  # the next test checks this kernel for real
+
+
+def test_the_self_check_catches_reordered_data(monkeypatch: pytest.MonkeyPatch) -> None:
     """A kernel (or bookkeeping) that hands a CQE's bytes back out of order fails the check."""
     real = BufferRing.take
 
@@ -173,9 +216,9 @@ def test_the_self_check_catches_reordered_data(mode: str, monkeypatch: pytest.Mo
         data = real(self, flags, res, limit, bundle)
         return data[1:] + data[:1] if len(data) > 1 else data
 
-    assert _recvmodes._receive_known_stream(mode)
+    assert _recvmodes._receive_known_stream("bundle")
     monkeypatch.setattr(BufferRing, "take", reordering)
-    assert not _recvmodes._receive_known_stream(mode)
+    assert not _recvmodes._receive_known_stream("bundle")
 
 
 # ---------------------------------------------------------------- order and bounds
@@ -186,7 +229,7 @@ def test_the_self_check_catches_reordered_data(mode: str, monkeypatch: pytest.Mo
 def test_random_writes_arrive_in_order_while_the_reader_waits(mode: str, seed: int) -> None:
     """Property: whatever the sizes written and asked for, receive_some(n) returns at most
     n bytes, and the bytes read are the bytes written, in order. The peer writes only
-    once the reader is parked, so the waiting op (bundle / pieces) receives them."""
+    once the reader is parked, so the waiting op (select / bundle) receives them."""
     rng = random.Random(seed)
     stats: dict[str, int] = {"waiting": 0, "largest": 0}
 
@@ -322,7 +365,7 @@ def test_a_waiting_peek_is_no_bundle() -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_eof_while_waiting(mode: str) -> None:
     """EOF reaches a parked receive as b"" (again and again), after every byte; a
-    no-data CQE gives no bundle or incremental buffer back. (Linux 6.18 names no
+    no-data CQE gives no bundle buffer back. (Linux 6.18 names no
     buffer in its EOF CQE at all; kernels that do keep the buffer at their head.)"""
 
     async def main() -> None:
@@ -412,9 +455,8 @@ def test_cancelled_waiting_receive_loses_nothing(mode: str) -> None:
 # ---------------------------------------------------------------- close and reuse
 
 
-@pytest.mark.parametrize("mode", ["bundle", "incremental"])
-def test_parked_receive_then_closed_takes_nothing_from_the_new_socket(mode: str) -> None:
-    """Another task closes the socket while a bundle (or piecewise) receive is parked,
+def test_parked_receive_then_closed_takes_nothing_from_the_new_socket() -> None:
+    """Another task closes the socket while a bundle receive is parked,
     and a new socket takes the number in the same tick: ClosedResourceError, and
     nothing is read from the new socket."""
 
@@ -434,9 +476,7 @@ def test_parked_receive_then_closed_takes_nothing_from_the_new_socket(mode: str)
 
                 nursery.start_soon(receiver)
                 await trio.testing.wait_all_tasks_blocked()
-                assert type(current_driver().fds[victim.fileno()].slots[0]).__name__ == (
-                    "RecvBundle" if mode == "bundle" else "RecvSelect"
-                )
+                assert type(current_driver().fds[victim.fileno()].slots[0]).__name__ == "RecvBundle"
                 reuse = close_and_reuse(victim)
             await trio.sleep(0.05)
             reuse.assert_untouched()
@@ -445,7 +485,7 @@ def test_parked_receive_then_closed_takes_nothing_from_the_new_socket(mode: str)
             if reuse is not None:
                 reuse.close()
 
-    run_in_mode(mode, main)
+    run_in_mode("bundle", main)
 
 
 def test_kept_bytes_do_not_reach_a_socket_that_takes_the_number() -> None:

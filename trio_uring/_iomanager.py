@@ -34,7 +34,7 @@ from trio._core._run import GLOBAL_RUN_CONTEXT
 from ._config import env_microseconds
 from ._lifecycle import Driver
 from ._ops import READ, WRITE, Read
-from ._recvmodes import recv_mode_from_environment
+from ._recvmodes import recv_mode_from_environment, usable_recv_mode
 from ._restrict import RingRestrictions, open_ring, restrict_enabled
 from ._ring import Ring
 from ._ring_cffi import ffi
@@ -103,10 +103,10 @@ class UringIOManager:
     recv_buffers = 1024
     recv_buffer_size = 16384
     #: How waiting stream receives use those buffers: "select" (one buffer a
-    #: receive), "bundle" (IORING_RECVSEND_BUNDLE: several) or "incremental"
-    #: (IOU_PBUF_RING_INC: buffers used in pieces); see `trio_uring._recvmodes`.
-    #: The TRIO_URING_RECV_MODE environment variable overrides it. A kernel without
-    #: the mode, or one that fails its start-up self-check, gets "select".
+    #: receive) or "bundle" (IORING_RECVSEND_BUNDLE: several); see
+    #: `trio_uring._recvmodes`. The TRIO_URING_RECV_MODE environment variable
+    #: overrides it. A kernel without the mode, or one that fails (or cannot run)
+    #: the self-check made when the IOManager is created, gets "select".
     recv_mode = "select"
     #: Before sleeping in the kernel, watch the ring for up to this many
     #: microseconds, while events have recently been arriving that fast (see
@@ -126,6 +126,9 @@ class UringIOManager:
         self._recv_mode = recv_mode_from_environment(self.recv_mode)
         # Set up here, so an unusable io_uring fails trio.run at once with the reason.
         self._ring = ring = self._open_ring(coop_taskrun=True)
+        # A mode other than select is checked now (once per process), before any
+        # receive depends on it: the check needs fds a busy run may not have.
+        self._recv_mode = usable_recv_mode(ring, self._recv_mode)
         self._driver = Driver(ring, self.recv_buffers, self.recv_buffer_size, self._recv_mode)
         self._loop_thread = threading.get_ident()
         self._reschedule: Callable[[Task], None] | None = None

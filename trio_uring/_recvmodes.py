@@ -4,17 +4,20 @@
 * ``bundle``: one RECV may fill several buffers (IORING_RECVSEND_BUNDLE, 6.10,
   IORING_FEAT_RECVSEND_BUNDLE): `trio_uring._ops.RecvBundle`, so a receive of 64 KiB
   is one completion even with 16 KiB buffers.
-* ``incremental``: the ring's buffers are used in pieces (IOU_PBUF_RING_INC, 6.12;
-  no feature bit: registering fails with EINVAL without it), so a few big buffers
-  serve many small receives.
+
+There is no incremental mode (IOU_PBUF_RING_INC): with many receives sharing one
+buffer group, a CQE does not say at which offset of a shared buffer its bytes are,
+and completions do not arrive in the order the kernel consumed the pieces (see
+docs/source/bundles.rst, "Why there is no incremental mode").
 
 The mode comes from ``UringIOManager.recv_mode``, or ``TRIO_URING_RECV_MODE``. Receive
-bundles and incremental rings had data-order and buffer-accounting bugs fixed
-between 6.13 and 2026 that no feature bit tells apart, so before a driver uses
-either, a self-check (once per process) receives a known byte stream through a
+bundles had data-order and buffer-accounting bugs fixed between 6.13 and 2026 that
+no feature bit tells apart, so before a driver uses them, a self-check (once per
+process, run when the IOManager is created) receives a known byte stream through a
 private ring the same way and compares it byte for byte, and our ring head with
-the kernel's. A kernel that lacks the feature, or fails the check, gets ``select``:
-`Driver.recv_mode` says which mode a run ended up with.
+the kernel's. A kernel that lacks the feature, fails the check, or cannot run it
+(any OSError, e.g. EMFILE) gets ``select``: `Driver.recv_mode` says which mode a
+run ended up with.
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ from typing import Final
 from ._ring import FEAT_RECVSEND_BUNDLE, IOSQE_BUFFER_SELECT, BufferRing, Ring
 from ._ring_cffi import ffi
 
-__all__ = ["RECV_MODES", "open_recv_buffers", "recv_mode_from_environment", "self_check"]
+__all__ = ["RECV_MODES", "open_recv_buffers", "recv_mode_from_environment", "self_check", "usable_recv_mode"]
 
-RECV_MODES: Final = ("select", "bundle", "incremental")
+RECV_MODES: Final = ("select", "bundle")
 _RECVSEND_BUNDLE: Final = 1 << 4  # as _ops.RECVSEND_BUNDLE (this module is below _ops)
 
 
@@ -43,14 +46,22 @@ def recv_mode_from_environment(default: str) -> str:
     return mode
 
 
-def open_recv_buffers(ring: Ring, bgid: int, mode: str, entries: int, size: int) -> tuple[BufferRing, str]:
-    """The receive buffer ring in ``mode``, or in ``select`` where this kernel lacks
-    the mode or fails its self-check; and the mode it is in."""
+def usable_recv_mode(ring: Ring, mode: str) -> str:
+    """``mode``, or ``select`` where this kernel (``ring``'s) lacks it or fails its
+    self-check. `UringIOManager` calls it when it is created, before any receive
+    depends on it (the check needs a ring and two sockets of its own)."""
     if mode == "bundle" and not ring.features & FEAT_RECVSEND_BUNDLE:
         mode = "select"
     if mode != "select" and not self_check(mode):
         mode = "select"
-    buffers = BufferRing(ring, bgid, entries, size, incremental=mode == "incremental")
+    return mode
+
+
+def open_recv_buffers(ring: Ring, bgid: int, mode: str, entries: int, size: int) -> tuple[BufferRing, str]:
+    """The receive buffer ring in ``mode``, or in ``select`` where this kernel lacks
+    the mode or fails its self-check; and the mode it is in."""
+    mode = usable_recv_mode(ring, mode)
+    buffers = BufferRing(ring, bgid, entries, size)
     buffers.bundle = mode == "bundle"
     return buffers, mode
 
@@ -58,13 +69,12 @@ def open_recv_buffers(ring: Ring, bgid: int, mode: str, entries: int, size: int)
 @functools.cache
 def self_check(mode: str) -> bool:
     """Whether ``mode`` receives a known stream byte-exact here, with the buffer ring's
-    accounting in step with the kernel's (False also if the kernel lacks the mode)."""
+    accounting in step with the kernel's. False also if the kernel lacks the mode,
+    and on any OSError: a check that cannot run (EMFILE, ENOMEM, ...) did not pass."""
     try:
         return _receive_known_stream(mode)
-    except OSError as exc:
-        if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
-            return False
-        raise
+    except OSError:
+        return False
 
 
 def _receive_known_stream(mode: str, seed: int = 15, rounds: int = 48) -> bool:
@@ -72,8 +82,8 @@ def _receive_known_stream(mode: str, seed: int = 15, rounds: int = 48) -> bool:
     buffers: BufferRing | None = None
     a, b = _tcp_pair()
     try:
-        # Small buffers: bundles span several, incremental pieces are many per buffer.
-        buffers = BufferRing(ring, 0, 8, 256, incremental=mode == "incremental")
+        # Small buffers: bundles span several.
+        buffers = BufferRing(ring, 0, 8, 256)
         bundle = mode == "bundle"
         ioprio = _RECVSEND_BUNDLE if bundle else 0
         rng = random.Random(seed)
@@ -136,7 +146,6 @@ def _receive_known_stream(mode: str, seed: int = 15, rounds: int = 48) -> bool:
         if buffers is not None:
             buffers.close()
         ring.close()
-
 
 
 def _tcp_pair() -> tuple[socket.socket, socket.socket]:

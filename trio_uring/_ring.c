@@ -247,8 +247,9 @@ int tu_ring_probe(struct tu_ring *r, uint8_t *supported, unsigned n)
 
 /* ------------------------------------------------------------ provided buffers */
 
-/* IOU_PBUF_RING_INC (6.12): the 6.1 header lacks it. A kernel without it
- * refuses the flag with -EINVAL (the caller's cue to fall back). */
+/* IOU_PBUF_RING_INC (6.12): the 6.1 header lacks it. trio_uring passes flags 0
+ * (it has no incremental mode: a CQE does not say where in a shared buffer its
+ * bytes are); a kernel without the flag refuses it with -EINVAL. */
 #ifndef IOU_PBUF_RING_INC
 #define IOU_PBUF_RING_INC 2
 #endif
@@ -344,8 +345,8 @@ void tu_pbuf_recycle(struct tu_pbuf *pb, unsigned bid)
 
 unsigned tu_pbuf_left(struct tu_pbuf *pb, unsigned pos)
 {
-    /* An incremental ring's kernel writes what is left of a partly used buffer
-     * back into its entry (addr advanced, len reduced; len 0 once used up). */
+    /* The length in the entry: a receive bundle's kernel may cut the last entry
+     * it looked at short, and that cut stays in the entry. */
     return load_acquire(&pb->br->bufs[pos & pb->mask].len);
 }
 

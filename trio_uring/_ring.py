@@ -113,9 +113,6 @@ FEAT_CQE_SKIP: Final = 1 << 11
 # Sends from provided buffers and send/recv bundles (6.10). The send man pages call
 # it IORING_FEAT_SEND_BUF_SELECT; the header's name is this one.
 FEAT_RECVSEND_BUNDLE: Final = 1 << 14
-# Register flag: a provided-buffer ring whose buffers are used in pieces (6.12;
-# no feature bit: registering with it fails with EINVAL on older kernels).
-PBUF_RING_INC: Final = 2
 
 # What this backend cannot work without, and the first kernel that has it.
 REQUIRED_FEATURES: Final = {
@@ -129,7 +126,6 @@ REQUIRED_OPCODES: Final = (Opcode.POLL_ADD, Opcode.ASYNC_CANCEL, Opcode.READ)
 # CQE flags.
 CQE_F_BUFFER: Final = 1 << 0
 CQE_F_MORE: Final = 1 << 1
-CQE_F_BUF_MORE: Final = 1 << 4  # IORING_CQE_F_BUF_MORE (6.12): an incremental buffer is still the kernel's
 CQE_BUFFER_SHIFT: Final = 16
 
 # SQE flags (IOSQE_*).
@@ -414,22 +410,17 @@ class BufferRing:
     and buffers are given back in that order only (``_head``): a CQE handled out of
     ring order parks its span in ``_done`` until the ones before it are back, so no
     entry is rewritten while a buffer it names may still hold unread bytes.
-
-    ``incremental`` (IOU_PBUF_RING_INC, 6.12): the kernel uses a buffer in pieces;
-    IORING_CQE_F_BUF_MORE says it still holds the buffer, and its next bytes for
-    that buffer start after the ones this CQE reported (``_offset``).
     """
 
-    def __init__(self, ring: Ring, bgid: int, entries: int, size: int, incremental: bool = False) -> None:
+    def __init__(self, ring: Ring, bgid: int, entries: int, size: int) -> None:
         self._ring = ring
         self._pb = ffi.new("struct tu_pbuf *")
-        rc = lib.tu_pbuf_setup(ring._r, self._pb, bgid, entries, size, PBUF_RING_INC if incremental else 0)
+        rc = lib.tu_pbuf_setup(ring._r, self._pb, bgid, entries, size, 0)
         if rc < 0:
             ring.raise_prep_error(rc)
         self.bgid = bgid
         self.entries = entries
         self.size = size
-        self.incremental = incremental
         #: Set by the driver: whether its waiting stream receives are bundles.
         self.bundle = False
         self._bufs = self._pb.bufs
@@ -442,7 +433,6 @@ class BufferRing:
         self._head = 0  # the first position not yet given back
         self._tail = entries
         self._done: dict[int, int] = {}  # position -> buffers used, for CQEs handled out of ring order
-        self._offset = [0] * entries if incremental else []
 
     def take(self, flags: int, res: int, limit: int, bundle: bool = False) -> bytes:
         """The bytes a receive CQE with these ``flags`` and ``res`` delivered (never
@@ -454,7 +444,7 @@ class BufferRing:
         pos = self._bid_pos[bid]
         head = self._head
         size = self.size
-        if not bundle and pos == head and not self.incremental:
+        if not bundle and pos == head:
             # The usual CQE: one buffer, the next in ring order. Never copy more than
             # the buffer holds, whatever the kernel reports (MSG_TRUNC reports the
             # length the data had, not what was written).
@@ -472,8 +462,6 @@ class BufferRing:
             return data
         if pos < head:
             raise RuntimeError(f"trio_uring: the kernel reported buffer {bid}, which it had given back")
-        if self.incremental:
-            return self._take_piece(bid, pos, flags, res, limit)
         n = min(res, limit)
         if not bundle:
             data = ffi.unpack(self._bufs + bid * size, min(n, size)) if n > 0 else b""
@@ -501,26 +489,6 @@ class BufferRing:
             used += 1
         self._used(pos, used)
         return b"".join(pieces)
-
-    def _take_piece(self, bid: int, pos: int, flags: int, res: int, limit: int) -> bytes:
-        start = self._offset[bid]
-        n = min(res, self.size - start, limit)
-        data: bytes = ffi.unpack(self._bufs + bid * self.size + start, n) if n > 0 else b""
-        if res <= 0:
-            # No bytes: the kernel keeps the buffer, even where it forgets
-            # IORING_CQE_F_BUF_MORE ("fix missing BUF_MORE for incremental
-            # buffers at EOF"); giving it back would put it in the ring twice.
-            return data
-        if flags & CQE_F_BUF_MORE:
-            self._offset[bid] = start + res
-        elif self._left(pos):
-            # The kernel still has bytes of it (it committed more than it
-            # reported, as it does for a receive run in an io-wq thread): keep out.
-            self._offset[bid] = self.size - self._left(pos)
-        else:
-            self._offset[bid] = 0
-            self._used(pos, 1)
-        return data
 
     def _used(self, pos: int, n: int) -> None:
         """The ``n`` buffers from ring position ``pos`` on are read: give them back

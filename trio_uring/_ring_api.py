@@ -300,14 +300,14 @@ FUNCTIONS: tuple[Function, ...] = (
         "tu_pbuf_setup",
         "int",
         (_RING, _PBUF, ("unsigned", "bgid"), ("unsigned", "entries"), ("unsigned", "buf_size"), ("unsigned", "flags")),
-        "Register a provided-buffer ring (IORING_REGISTER_PBUF_RING); ``flags`` IOU_PBUF_RING_INC (2, 6.12):"
-        " buffers consumed in pieces (-EINVAL on a kernel without it).",
+        "Register a provided-buffer ring (IORING_REGISTER_PBUF_RING). ``flags``: 0 from trio_uring"
+        " (the C layer also accepts IOU_PBUF_RING_INC, 2, which trio_uring does not use).",
     ),
     Function(
         "tu_pbuf_left",
         "unsigned",
         (_PBUF, ("unsigned", "pos")),
-        "The length in the ring entry at position ``pos``: what an incremental ring's kernel left of that buffer.",
+        "The length in the ring entry at position ``pos`` (a receive bundle's kernel may cut it short).",
     ),
     Function(
         "tu_pbuf_bid",

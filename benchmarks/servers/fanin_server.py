@@ -4,7 +4,7 @@
     python fanin_server.py --variant bundle -c 64 --stats out.json   # prints: listening PORT
 
 Variants: ``trio-epoll`` (stock Trio), and on trio_uring.run one per receive mode
-(``select``, ``bundle``, ``incremental``), optionally with another buffer ring
+(``select``, ``bundle``), optionally with another buffer ring
 (``--buffers N --buffer-size B``). From the moment every connection is accepted
 to the last EOF it measures: bytes, receive_some calls, the process's CPU time
 (getrusage), and on trio_uring the RECV SQEs written (immediate ones included) and
