@@ -51,7 +51,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 SHARED_FILES = ["run.py", "Makefile", "README.md", "servers/trio_echo.py", "servers/asyncio_echo.py",
                 "servers/asyncio_streams_echo.py", "servers/epoll_echo.c", "servers/uring_echo.c"]
 # Our C tools: source in benchmarks/, binary in .harness/
-C_TOOLS = {"loadgen": "loadgen.c", "wsload": "wsload.c", "fanout_reader": "fanout_reader.c"}
+C_TOOLS = {"loadgen": "loadgen.c", "wsload": "wsload.c", "fanout_reader": "fanout_reader.c",
+           "fanin_writer": "fanin_writer.c"}
 
 
 def log(prog: str, msg: str) -> None:

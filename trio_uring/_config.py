@@ -5,6 +5,9 @@
     TRIO_URING_VERBOSE  print one line on stderr per run: which backend, and why epoll
     TRIO_URING_SPIN_US  microseconds to busy-poll before sleeping in the kernel
     TRIO_URING_RESTRICT 0 turns off the restricted ring (trio_uring._restrict)
+    TRIO_URING_RECV_MODE
+                        select or bundle: how waiting stream receives
+                        use the buffer ring (trio_uring._recvmodes)
     TRIO_URING_TRIO_STREAMS
                         0 leaves Trio's SocketStream & co. Trio's own on the backend
                         (trio_uring._stream)

@@ -34,6 +34,7 @@ from trio._core._run import GLOBAL_RUN_CONTEXT
 from ._config import env_microseconds
 from ._lifecycle import Driver
 from ._ops import READ, WRITE, Read
+from ._recvmodes import recv_mode_from_environment, usable_recv_mode
 from ._restrict import RingRestrictions, open_ring, restrict_enabled
 from ._ring import Ring
 from ._ring_cffi import ffi
@@ -101,6 +102,12 @@ class UringIOManager:
     #: receives completing in one tick compete for them (more: ENOBUFS, retried).
     recv_buffers = 1024
     recv_buffer_size = 16384
+    #: How waiting stream receives use those buffers: "select" (one buffer a
+    #: receive) or "bundle" (IORING_RECVSEND_BUNDLE: several); see
+    #: `trio_uring._recvmodes`. The TRIO_URING_RECV_MODE environment variable
+    #: overrides it. A kernel without the mode, or one that fails (or cannot run)
+    #: the self-check made when the IOManager is created, gets "select".
+    recv_mode = "select"
     #: Before sleeping in the kernel, watch the ring for up to this many
     #: microseconds, while events have recently been arriving that fast (see
     #: `_spin_then_wait`). 0 never spins. The TRIO_URING_SPIN_US environment
@@ -116,9 +123,13 @@ class UringIOManager:
 
     def __init__(self) -> None:
         spin_us = env_microseconds("TRIO_URING_SPIN_US", self.spin_us)  # first: a bad value leaks no fd
+        self._recv_mode = recv_mode_from_environment(self.recv_mode)
         # Set up here, so an unusable io_uring fails trio.run at once with the reason.
         self._ring = ring = self._open_ring(coop_taskrun=True)
-        self._driver = Driver(ring, self.recv_buffers, self.recv_buffer_size)
+        # A mode other than select is checked now (once per process), before any
+        # receive depends on it: the check needs fds a busy run may not have.
+        self._recv_mode = usable_recv_mode(ring, self._recv_mode)
+        self._driver = Driver(ring, self.recv_buffers, self.recv_buffer_size, self._recv_mode)
         self._loop_thread = threading.get_ident()
         self._reschedule: Callable[[Task], None] | None = None
         self._closing = False
@@ -136,7 +147,7 @@ class UringIOManager:
             self._spin_window = 0.0  # the host's loop must not lose its thread to us
             self._ring.close()  # nothing was submitted on it
             self._ring = self._open_ring(coop_taskrun=False)
-            self._driver = Driver(self._ring, self.recv_buffers, self.recv_buffer_size)
+            self._driver = Driver(self._ring, self.recv_buffers, self.recv_buffer_size, self._recv_mode)
         self._reschedule = self._driver.reschedule = runner.reschedule
         self._arm_wakeup()
         for hook in first_tick_hooks:

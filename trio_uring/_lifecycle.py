@@ -141,6 +141,7 @@ from trio.lowlevel import (
 )
 
 from ._ops import NO_SLOT, READ, AsyncCancel, Op, PollIn, PollOut, _SocketOp
+from ._recvmodes import open_recv_buffers
 from ._ring import ASYNC_CANCEL_ANY, CQE_F_MORE, NOT_SUBMITTED, SYNC_USER_DATA, BufferRing, Ring, os_error
 from ._ring_cffi import ffi
 
@@ -280,16 +281,19 @@ class FdState:
     ``slots[READ]`` / ``slots[WRITE]``: the op (or `Waiter`) a task waits on in
     each direction. ``background``: ops on the fd that no call waits for. Once
     ``retired`` (notify_closing), no op can start on it: the number may already
-    name another file, which gets a new FdState.
+    name another file, which gets a new FdState. ``kept``: stream bytes a receive
+    bundle got beyond what its caller asked for (`trio_uring._ops.RecvBundle`); the
+    next receive on the fd returns them first, and they go with the FdState.
     """
 
-    __slots__ = ("background", "fd", "retired", "slots")
+    __slots__ = ("background", "fd", "kept", "retired", "slots")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.slots: list[Op | Waiter | None] = [None, None]
         self.background: set[Op] | None = None
         self.retired = False
+        self.kept = b""
 
 
 class Waiter:
@@ -306,7 +310,9 @@ class Waiter:
 class Driver:
     """The in-flight ops of one ring and the start / wait / cancel / close / complete protocol."""
 
-    def __init__(self, ring: Ring, recv_buffers: int = 1024, recv_buffer_size: int = 16384) -> None:
+    def __init__(
+        self, ring: Ring, recv_buffers: int = 1024, recv_buffer_size: int = 16384, recv_mode: str = "select"
+    ) -> None:
         self.ring = ring
         self.ops: dict[int, Op] = {}
         self.fds: dict[int, FdState] = {}
@@ -324,6 +330,9 @@ class Driver:
         self._buffers: BufferRing | None = None
         self._recv_buffers = recv_buffers
         self._recv_buffer_size = recv_buffer_size
+        #: How waiting stream receives use the buffer ring (`trio_uring._recvmodes`):
+        #: the mode asked for until the ring is set up, then the one in use.
+        self.recv_mode = recv_mode
         self._scratch: Any = ffi.new("char[]", 65536)
         self._send_now = ring.send_now
         self._recv_now = ring.recv_now
@@ -338,7 +347,9 @@ class Driver:
     def buffers(self) -> BufferRing:
         """The provided-buffer ring for waiting stream receives (registered on first use)."""
         if self._buffers is None:
-            self._buffers = BufferRing(self.ring, RECV_BUFFER_GROUP, self._recv_buffers, self._recv_buffer_size)
+            self._buffers, self.recv_mode = open_recv_buffers(
+                self.ring, RECV_BUFFER_GROUP, self.recv_mode, self._recv_buffers, self._recv_buffer_size
+            )
         return self._buffers
 
     def scratch(self, size: int) -> Any:

@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from . import _sockaddr
 from ._ring import (
-    CQE_F_BUFFER,
     IOSQE_BUFFER_SELECT,
     IOSQE_CQE_SKIP_SUCCESS,
     IOSQE_FIXED_FILE,
@@ -81,6 +80,7 @@ __all__ = [
     "Read",
     "ReadNoWait",
     "Recv",
+    "RecvBundle",
     "RecvBytes",
     "RecvMsg",
     "RecvSelect",
@@ -115,10 +115,12 @@ _NO_OFFSET: Final = 0xFFFF_FFFF_FFFF_FFFF  # (u64)-1: a pipe end's offset, "none
 # Plain ints: `flags | socket.MSG_DONTWAIT` would go through enum.IntFlag (~2 us).
 MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
 _NOT_DONTWAIT: Final = ~MSG_DONTWAIT
+MSG_PEEK: Final = int(socket.MSG_PEEK)
 # A receive that waits returns what arrives first, as Trio's does on epoll (its
 # MSG_DONTWAIT retry after readiness returns what is there): MSG_WAITALL is not
 # passed to a waiting op, which would hold the task until all of it came.
 _NOT_WAITALL: Final = ~int(socket.MSG_WAITALL)
+RECVSEND_BUNDLE: Final = 1 << 4  # IORING_RECVSEND_BUNDLE (6.10), in sqe->ioprio
 
 
 class Op:
@@ -354,6 +356,11 @@ class _SocketOp(Op):
         """Whether the call is complete without any system call (see `Recv`)."""
         return False
 
+    def from_kept(self, kept: bytes) -> int:
+        """A receive served from bytes a receive bundle kept (`FdState.kept`): copy
+        them in as the kernel would have, and return how many are consumed."""
+        raise NotImplementedError
+
     def waiting(self, buffers: Callable[[], BufferRing]) -> Op:
         """The op to submit when the immediate attempt would block (``buffers``: the
         driver's provided-buffer ring, for ops that wait without a buffer)."""
@@ -419,6 +426,11 @@ class Recv(_SocketOp):
         # the kernel (a RECV of zero bytes would wait for data instead).
         return self.nbytes == 0
 
+    def from_kept(self, kept: bytes) -> int:
+        n = self.res = min(self.nbytes, len(kept))
+        ffi.memmove(self.buf, kept[:n], n)
+        return 0 if self.msg_flags & MSG_PEEK else n
+
     def release(self) -> None:
         ffi.release(self.buf)
 
@@ -450,7 +462,7 @@ class RecvBytes(Recv):
 
     def waiting(self, buffers: Callable[[], BufferRing]) -> Op:
         if self.stream:
-            return RecvSelect(self.fd, self.nbytes, self.msg_flags, buffers())
+            return recv_waiting(self.fd, self.nbytes, self.msg_flags, buffers())
         return RecvBytes(self.fd, ffi.new("char[]", self.nbytes), self.nbytes, self.msg_flags, self.stream)
 
     def release(self) -> None:
@@ -470,6 +482,7 @@ class RecvSelect(Op):
     opcode = Opcode.RECV
     slot = READ
     sqe_flags = IOSQE_BUFFER_SELECT
+    ioprio: ClassVar[int] = 0
     retry_errnos = frozenset({_ENOBUFS})  # more receives landed in one tick than there are buffers
     used_for = "recv(), receive_some() that wait, into a kernel-picked buffer"
     since = "5.19"
@@ -483,17 +496,57 @@ class RecvSelect(Op):
 
     def write(self, w: Writers, user_data: int) -> int:
         return w.recv(
-            self.fd, ffi.NULL, self.nbytes, self.msg_flags, self.sqe_flags, self.buffers.bgid, 0, user_data
+            self.fd, ffi.NULL, self.nbytes, self.msg_flags, self.sqe_flags, self.buffers.bgid, self.ioprio, user_data
         )
 
     def complete(self, res: int, flags: int) -> None:
         super().complete(res, flags)
-        self.data = self.buffers.take(flags, res) if flags & CQE_F_BUFFER else b""
+        self.data = self.buffers.take(flags, res, self.nbytes)
 
     def result(self) -> bytes:
         if self.res < 0:
             raise os_error(-self.res)
         return self.data
+
+
+class RecvBundle(RecvSelect):
+    """IORING_OP_RECV with IORING_RECVSEND_BUNDLE: one receive that may fill several
+    provided buffers (the first named in the CQE, the rest after it in ring order;
+    `BufferRing.take`). Never for datagram sockets, where a bundle would join
+    datagrams.
+
+    ``len`` does not bound the result: when a bundle fills its buffers and more is
+    queued, the kernel receives again and appends (up to what is queued). The
+    caller gets at most ``nbytes``; the rest is kept in the fd's `FdState` for the
+    next receive, so no byte is lost or reordered.
+    """
+
+    __slots__ = ()
+    ioprio = RECVSEND_BUNDLE
+    used_for = "receive_some() that waits, into several kernel-picked buffers (TRIO_URING_RECV_MODE=bundle)"
+    since = "6.10"
+
+    def __init__(self, fd: int, nbytes: int, msg_flags: int, buffers: BufferRing) -> None:
+        super().__init__(fd, nbytes, msg_flags, buffers)
+        self.nbytes = nbytes
+
+    def complete(self, res: int, flags: int) -> None:
+        self.res = res
+        self.flags = flags
+        self.data = self.buffers.take(flags, res, res, bundle=True)
+
+    def result(self) -> bytes:
+        data = super().result()
+        if len(data) > self.nbytes:
+            self.fdstate.kept += data[self.nbytes :]
+            data = data[: self.nbytes]
+        return data
+
+
+def recv_waiting(fd: int, nbytes: int, msg_flags: int, buffers: BufferRing) -> RecvSelect:
+    """The op a stream receive waits with: a bundle if the driver chose them
+    (`BufferRing.bundle`) and the call has no flags (a peek must not be kept)."""
+    return (RecvBundle if buffers.bundle and not msg_flags else RecvSelect)(fd, nbytes, msg_flags, buffers)
 
 
 class SendMsg(_SocketOp):
@@ -539,6 +592,10 @@ class RecvMsg(_SocketOp):
             self.msg.reset()  # the waiting op starts from a clean msghdr
         return w.recvmsg(self.fd, self.msg.hdr, self.sqe_msg_flags, user_data)
 
+    def from_kept(self, kept: bytes) -> int:
+        n = self.res = self.msg.fill(kept)
+        return 0 if self.msg_flags & MSG_PEEK else n
+
     def result(self) -> tuple[int, list[tuple[int, int, bytes]], int, Any]:
         res = self.res
         if res < 0:
@@ -549,9 +606,6 @@ class RecvMsg(_SocketOp):
 
     def release(self) -> None:
         self.msg.release()
-
-
-RECVSEND_BUNDLE: Final = 1 << 4  # IORING_RECVSEND_BUNDLE (6.10)
 
 
 class SendSelect(Op):
@@ -1130,6 +1184,7 @@ OPS: tuple[type[Op] | type[AsyncCancel], ...] = (
     Recv,
     RecvBytes,
     RecvSelect,
+    RecvBundle,
     SendMsg,
     RecvMsg,
     OpenAt,

@@ -63,7 +63,10 @@ if hasattr(_ring, "BufferRing"):  # receives that wait take a kernel-chosen buff
 OPTIONAL_FEATURES: dict[str, tuple[str, str]] = {
     "CQE_SKIP": ("successful cancels post no CQE", "5.17"),
     "SUBMIT_ALL": ("a bad SQE does not strand the SQEs behind it", "5.18"),
-    "RECVSEND_BUNDLE": ("trio_uring.bundles: sends from a send ring, send bundles", "6.10"),
+    "RECVSEND_BUNDLE": (
+        "trio_uring.bundles: sends from a send ring, send bundles; receive bundles (TRIO_URING_RECV_MODE=bundle)",
+        "6.10",
+    ),
 }
 if getattr(_ring, "SETUP_COOP_TASKRUN", None) is not None:  # plain (non-guest) runs ask for it
     OPTIONAL_FEATURES["COOP_TASKRUN"] = ("completions are processed when the loop enters the kernel", "5.19")

@@ -15,6 +15,7 @@
 #include "_ring.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -246,10 +247,18 @@ int tu_ring_probe(struct tu_ring *r, uint8_t *supported, unsigned n)
 
 /* ------------------------------------------------------------ provided buffers */
 
+/* IOU_PBUF_RING_INC (6.12): the 6.1 header lacks it. trio_uring passes flags 0
+ * (it has no incremental mode: a CQE does not say where in a shared buffer its
+ * bytes are); a kernel without the flag refuses it with -EINVAL. */
+#ifndef IOU_PBUF_RING_INC
+#define IOU_PBUF_RING_INC 2
+#endif
+
 int tu_pbuf_setup(struct tu_ring *r, struct tu_pbuf *pb, unsigned bgid,
-                  unsigned entries, unsigned buf_size)
+                  unsigned entries, unsigned buf_size, unsigned flags)
 {
     struct io_uring_buf_reg reg;
+    uint16_t reg_flags;
     int ret;
 
     memset(pb, 0, sizeof(*pb));
@@ -281,6 +290,10 @@ int tu_pbuf_setup(struct tu_ring *r, struct tu_pbuf *pb, unsigned bgid,
     reg.ring_addr = (uint64_t)(uintptr_t)pb->br;
     reg.ring_entries = entries;
     reg.bgid = (uint16_t)bgid;
+    /* The u16 after bgid is `pad` in the 6.1 header, `flags` in newer ones. */
+    reg_flags = (uint16_t)(flags & IOU_PBUF_RING_INC);
+    memcpy((char *)&reg + offsetof(struct io_uring_buf_reg, bgid) + sizeof(reg.bgid),
+           &reg_flags, sizeof(reg_flags));
     ret = sys_register(r->fd, IORING_REGISTER_PBUF_RING, &reg, 1);
     if (ret < 0)
         goto fail;
@@ -328,6 +341,18 @@ void tu_pbuf_recycle(struct tu_pbuf *pb, unsigned bid)
     pb->tail++;
     /* The tail overlays bufs[0].resv; publishing it hands the buffer over. */
     store_release(&pb->br->tail, pb->tail);
+}
+
+unsigned tu_pbuf_left(struct tu_pbuf *pb, unsigned pos)
+{
+    /* The length in the entry: a receive bundle's kernel may cut the last entry
+     * it looked at short, and that cut stays in the entry. */
+    return load_acquire(&pb->br->bufs[pos & pb->mask].len);
+}
+
+unsigned tu_pbuf_bid(struct tu_pbuf *pb, unsigned pos)
+{
+    return pb->br->bufs[pos & pb->mask].bid;
 }
 
 /* IORING_REGISTER_PBUF_STATUS (6.8): the 6.1 header lacks it. */

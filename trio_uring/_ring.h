@@ -117,7 +117,9 @@ unsigned tu_cq_ready(struct tu_ring *r);
 int tu_reap(struct tu_ring *r, int64_t *out, unsigned max);
 
 int tu_pbuf_setup(struct tu_ring *r, struct tu_pbuf *pb, unsigned bgid,
-                  unsigned entries, unsigned buf_size);
+                  unsigned entries, unsigned buf_size, unsigned flags);
+unsigned tu_pbuf_left(struct tu_pbuf *pb, unsigned pos);
+unsigned tu_pbuf_bid(struct tu_pbuf *pb, unsigned pos);
 void tu_pbuf_teardown(struct tu_ring *r, struct tu_pbuf *pb);
 /* Give buffer ``bid`` back to the kernel. */
 void tu_pbuf_recycle(struct tu_pbuf *pb, unsigned bid);

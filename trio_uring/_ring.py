@@ -402,29 +402,141 @@ class Ring:
 class BufferRing:
     """Provided buffers (IORING_REGISTER_PBUF_RING): the kernel picks one when data
     arrives for an op submitted with IOSQE_BUFFER_SELECT, so a waiting receive holds
-    no memory. `take` copies a filled buffer out and gives it straight back."""
+    no memory. `take` copies a CQE's bytes out and gives its buffers back.
+
+    The kernel takes buffers in *ring order* (the order we gave them back), not id
+    order: a CQE names only the first buffer it used, and a bundle's others are the
+    entries after it. So the ring's order is kept here (``_slot_bid``, ``_bid_pos``)
+    and buffers are given back in that order only (``_head``): a CQE handled out of
+    ring order parks its span in ``_done`` until the ones before it are back, so no
+    entry is rewritten while a buffer it names may still hold unread bytes.
+    """
 
     def __init__(self, ring: Ring, bgid: int, entries: int, size: int) -> None:
         self._ring = ring
         self._pb = ffi.new("struct tu_pbuf *")
-        rc = lib.tu_pbuf_setup(ring._r, self._pb, bgid, entries, size)
+        rc = lib.tu_pbuf_setup(ring._r, self._pb, bgid, entries, size, 0)
         if rc < 0:
             ring.raise_prep_error(rc)
         self.bgid = bgid
         self.entries = entries
         self.size = size
+        #: Set by the driver: whether its waiting stream receives are bundles.
+        self.bundle = False
         self._bufs = self._pb.bufs
         self._recycle = partial(lib.tu_pbuf_recycle, self._pb)
+        self._left = partial(lib.tu_pbuf_left, self._pb)
+        self._mask = entries - 1
+        # tu_pbuf_setup gave buffer i the ring position i.
+        self._slot_bid = list(range(entries))  # position & mask -> buffer id
+        self._bid_pos = list(range(entries))  # buffer id -> its (absolute) position
+        self._head = 0  # the first position not yet given back
+        self._tail = entries
+        self._done: dict[int, int] = {}  # position -> buffers used, for CQEs handled out of ring order
 
-    def take(self, flags: int, n: int) -> bytes:
-        """The ``n`` bytes a CQE with these ``flags`` delivered (buffer id in the
-        upper 16 bits); the buffer goes back to the kernel."""
+    def take(self, flags: int, res: int, limit: int, bundle: bool = False) -> bytes:
+        """The bytes a receive CQE with these ``flags`` and ``res`` delivered (never
+        more than the buffers hold, nor than ``limit``); the buffers it used up go
+        back to the kernel. ``bundle``: the op was a RECV with IORING_RECVSEND_BUNDLE."""
+        if not flags & CQE_F_BUFFER:
+            return b""
         bid = flags >> CQE_BUFFER_SHIFT
-        # Never more than the buffer holds, whatever the kernel reports (MSG_TRUNC
-        # reports the length the data had, not what was written).
-        data = ffi.unpack(self._bufs + bid * self.size, min(n, self.size)) if n > 0 else b""
-        self._recycle(bid)
-        return data
+        pos = self._bid_pos[bid]
+        head = self._head
+        size = self.size
+        if not bundle and pos == head:
+            # The usual CQE: one buffer, the next in ring order. Never copy more than
+            # the buffer holds, whatever the kernel reports (MSG_TRUNC reports the
+            # length the data had, not what was written).
+            n = res if res < limit else limit
+            data: bytes = ffi.unpack(self._bufs + bid * size, n if n < size else size) if n > 0 else b""
+            if self._done:
+                self._used(pos, 1)
+            else:  # _give_back(1), inlined: this is every waiting receive's path
+                self._recycle(bid)
+                tail = self._tail
+                self._slot_bid[tail & self._mask] = bid
+                self._bid_pos[bid] = tail
+                self._tail = tail + 1
+                self._head = head + 1
+            return data
+        if pos < head:
+            raise RuntimeError(f"trio_uring: the kernel reported buffer {bid}, which it had given back")
+        n = min(res, limit)
+        if not bundle:
+            data = ffi.unpack(self._bufs + bid * size, min(n, size)) if n > 0 else b""
+            self._used(pos, 1)
+            return data
+        if res <= 0:
+            return b""  # the kernel used no buffer (io_bundle_nbufs: none for no data)
+        # A bundle fills the entries from ``pos`` on, in ring order, each up to the
+        # length in its entry: the kernel may have cut an entry short (to the
+        # bytes queued when it looked), and that cut stays in the entry.
+        slot_bid = self._slot_bid
+        left = self._left
+        pieces = []
+        used = 0
+        remaining = res
+        while remaining > 0:
+            b = slot_bid[(pos + used) & self._mask]
+            room = min(left(pos + used), size)
+            if room == 0:
+                raise RuntimeError(f"trio_uring: a receive bundle reported more bytes than its buffers hold ({res})")
+            if n > 0:
+                pieces.append(ffi.unpack(self._bufs + b * size, min(n, room)))
+                n -= room
+            remaining -= room
+            used += 1
+        self._used(pos, used)
+        return b"".join(pieces)
+
+    def _used(self, pos: int, n: int) -> None:
+        """The ``n`` buffers from ring position ``pos`` on are read: give them back
+        once every buffer before them is."""
+        if pos != self._head:
+            self._done[pos] = n
+            return
+        done = self._done
+        while True:
+            self._give_back(n)
+            if not done:
+                return
+            n = done.pop(self._head, 0)
+            if not n:
+                return
+
+    def _give_back(self, n: int) -> None:
+        slot_bid = self._slot_bid
+        mask = self._mask
+        head = self._head
+        tail = self._tail
+        for _ in range(n):
+            bid = slot_bid[head & mask]
+            head += 1
+            self._recycle(bid)  # the C layer writes it at its tail: the same position as ours
+            slot_bid[tail & mask] = bid
+            self._bid_pos[bid] = tail
+            tail += 1
+        self._head = head
+        self._tail = tail
+
+    def kernel_head(self) -> int | None:
+        """The kernel's head (IORING_REGISTER_PBUF_STATUS, 6.8), low 16 bits; None if unknown."""
+        rc = lib.tu_pbuf_head(self._ring._r, self._pb)
+        return None if rc < 0 else rc
+
+    def in_step(self) -> bool:
+        """Whether the ring the kernel reads names the buffers our copy of its order
+        does, from our head to our tail (for tests: once every CQE is taken, every
+        buffer is there once)."""
+        bids = [lib.tu_pbuf_bid(self._pb, pos) for pos in range(self._head, self._tail)]
+        mirror = [self._slot_bid[pos & self._mask] for pos in range(self._head, self._tail)]
+        return bids == mirror and not self._done
+
+    @property
+    def head(self) -> int:
+        """Our head: the buffers given back so far (the kernel's head, once every CQE is taken)."""
+        return self._head
 
     def close(self) -> None:
         lib.tu_pbuf_teardown(self._ring._r, self._pb)

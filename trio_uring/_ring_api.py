@@ -299,8 +299,21 @@ FUNCTIONS: tuple[Function, ...] = (
     Function(
         "tu_pbuf_setup",
         "int",
-        (_RING, _PBUF, ("unsigned", "bgid"), ("unsigned", "entries"), ("unsigned", "buf_size")),
-        "Register a provided-buffer ring (IORING_REGISTER_PBUF_RING).",
+        (_RING, _PBUF, ("unsigned", "bgid"), ("unsigned", "entries"), ("unsigned", "buf_size"), ("unsigned", "flags")),
+        "Register a provided-buffer ring (IORING_REGISTER_PBUF_RING). ``flags``: 0 from trio_uring"
+        " (the C layer also accepts IOU_PBUF_RING_INC, 2, which trio_uring does not use).",
+    ),
+    Function(
+        "tu_pbuf_left",
+        "unsigned",
+        (_PBUF, ("unsigned", "pos")),
+        "The length in the ring entry at position ``pos`` (a receive bundle's kernel may cut it short).",
+    ),
+    Function(
+        "tu_pbuf_bid",
+        "unsigned",
+        (_PBUF, ("unsigned", "pos")),
+        "The buffer id in the ring entry at position ``pos`` (what the kernel will hand out there).",
     ),
     Function("tu_pbuf_teardown", "void", (_RING, _PBUF), "Unregister and unmap it."),
     Function("tu_pbuf_recycle", "void", (_PBUF, ("unsigned", "bid")), "Give buffer ``bid`` back to the kernel."),

@@ -53,7 +53,7 @@ class SendRing:
             raise ValueError(f"entries must be a power of two between 1 and 32768, not {entries}")
         self._ring = ring
         self._pb = ffi.new("struct tu_pbuf *")
-        rc = lib.tu_pbuf_setup(ring._r, self._pb, bgid, entries, 0)
+        rc = lib.tu_pbuf_setup(ring._r, self._pb, bgid, entries, 0, 0)
         if rc < 0:
             ring.raise_prep_error(rc)
         self.bgid = bgid

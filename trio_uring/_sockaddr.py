@@ -208,6 +208,20 @@ class MsgHdr:
             ffi.release(cbuf)
         self._buffers = []
 
+    def fill(self, data: bytes) -> int:
+        """Copy ``data`` into the buffers in order, as a recvmsg of a stream with no
+        name and no ancillary data would; the count copied."""
+        done = 0
+        for cbuf in self._buffers:
+            n = min(len(cbuf), len(data) - done)
+            ffi.memmove(cbuf, data[done : done + n], n)
+            done += n
+        hdr = self.hdr
+        hdr.msg_namelen = 0
+        hdr.msg_controllen = 0
+        hdr.msg_flags = 0
+        return done
+
     def received_name(self) -> bytes:
         return ffi.buffer(self.name, self.hdr.msg_namelen)[:] if self.name != ffi.NULL else b""
 

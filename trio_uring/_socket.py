@@ -62,11 +62,11 @@ from ._ops import (
     Recv,
     RecvBytes,
     RecvMsg,
-    RecvSelect,
     Send,
     SendMsg,
     Socket,
     close_quietly,
+    recv_waiting,
 )
 from ._ring import NOT_SUBMITTED, os_error
 from ._ring_cffi import ffi
@@ -283,7 +283,14 @@ class UringSocket(_SocketType):
             op = build(self, self._sock.fileno(), *args)
             st = driver.fd(op.fd)
             op.now = True
-            res = 0 if op.nothing_to_do() else driver.try_now(op, st)
+            if op.nothing_to_do():
+                res = 0
+            elif st.kept and op.slot == READ:  # bytes a receive bundle kept come first
+                consumed = op.from_kept(st.kept)
+                st.kept = st.kept[consumed:]
+                res = op.res
+            else:
+                res = driver.try_now(op, st)
         except BaseException as exc:
             if op is not None:
                 op.release()
@@ -538,16 +545,22 @@ class UringSocket(_SocketType):
         scratch = driver.scratch(max_bytes)
         try:
             st = driver.fd(self._sock.fileno())
-            res = driver.recv_now(st, scratch, max_bytes, 0)  # MSG_DONTWAIT: data or -EAGAIN
+            kept = st.kept  # bytes a receive bundle kept come first
+            if not kept:
+                res = driver.recv_now(st, scratch, max_bytes, 0)  # MSG_DONTWAIT: data or -EAGAIN
         except BaseException as exc:
             await _raise_after_checkpoint(exc)
+        if kept:
+            st.kept = kept[max_bytes:]
+            await cancel_shielded_checkpoint()
+            return kept[:max_bytes]
         if res >= 0:
             data: bytes = ffi.unpack(scratch, min(res, max_bytes))
             await cancel_shielded_checkpoint()
             return data
         if not _would_block(res):
             await _raise_after_checkpoint(os_error(-res))
-        return await driver.perform(RecvSelect(st.fd, max_bytes, 0, driver.buffers()), st)  # type: ignore[no-any-return]
+        return await driver.perform(recv_waiting(st.fd, max_bytes, 0, driver.buffers()), st)  # type: ignore[no-any-return]
 
     async def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         driver = current_driver()
