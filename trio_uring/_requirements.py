@@ -64,7 +64,8 @@ OPTIONAL_FEATURES: dict[str, tuple[str, str]] = {
     "CQE_SKIP": ("successful cancels post no CQE", "5.17"),
     "SUBMIT_ALL": ("a bad SQE does not strand the SQEs behind it", "5.18"),
     "RECVSEND_BUNDLE": (
-        "trio_uring.bundles: sends from a send ring, send bundles; receive bundles (TRIO_URING_RECV_MODE=bundle)",
+        "send bundles (trio_uring.bundles, lowlevel.SendRing; off by default: 64 B fan-out 29x stock Trio, "
+        "0.35x joining in Python); receive bundles (TRIO_URING_RECV_MODE=bundle; not faster)",
         "6.10",
     ),
 }
