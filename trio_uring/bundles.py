@@ -7,8 +7,10 @@ bundles on and a kernel that has them (IORING_FEAT_RECVSEND_BUNDLE, 6.10, asked 
 run time), the buffers are queued in the socket's send buffer ring
 (`trio_uring._sendring`) as they are, without copying, and drained by SEND
 bundles: one SQE and, usually, one CQE per batch of up to ``ring_entries`` buffers.
-Otherwise they are joined in Python and sent with one ``send_all`` (one plain
-SEND, or Trio's own send on epoll): the same API, the same bytes.
+Otherwise (or when no send ring can be registered: the run's 65,535 buffer group
+ids are taken, or the kernel refuses the memory) they are joined in Python and
+sent with the socket's own sends (one plain SEND when it fits, or Trio's own on
+epoll): the same API, the same bytes.
 
 Whether bundles are on by default is decided by measurement (`BUNDLES_BY_DEFAULT`,
 docs/source/bundles.rst has the numbers).
@@ -19,8 +21,9 @@ ClosedResourceError after ``send_eof`` or ``aclose`` (or if another task closes
 the socket meanwhile: nothing reaches a file that takes its number, the driver's
 closed-fd rule), BrokenResourceError for a connection error, every call a
 checkpoint. If ``send_many`` is cancelled, `bytes_sent` says exactly how many of
-its bytes the kernel took (what a CQE reported), and the stream goes on from
-there: whatever was not sent is dropped, in order, never reordered.
+its bytes the kernel took (what a CQE, or a send, reported; bundles or not), and
+the stream goes on from there: whatever was not sent is dropped, in order, never
+reordered.
 
 Never for datagram sockets: a bundle merges its buffers into one datagram
 (``SocketStream`` accepts only SOCK_STREAM sockets anyway).
@@ -71,7 +74,7 @@ class BundleStream(trio.abc.HalfCloseableStream):
         self.bundles = BUNDLES_BY_DEFAULT if bundles is None else bundles
         self.ring_entries = ring_entries
         #: Bytes of this stream's `send_all` / `send_many` calls the kernel took,
-        #: counted from the completions (exact also for a cancelled call).
+        #: counted from what each op reported (exact also for a cancelled call).
         self.bytes_sent = 0
         #: Completions (CQEs) of this stream's send bundles: one per pass of the kernel
         #: over at most 256 buffers (a bundle posts more with IORING_CQE_F_MORE).
@@ -84,17 +87,27 @@ class BundleStream(trio.abc.HalfCloseableStream):
     def socket(self) -> trio.socket.SocketType:
         return self.transport_stream.socket
 
-    def _bundle_driver(self) -> Driver | None:
-        """The driver to send bundles on, or None: send joined buffers instead."""
+    def _bundle_ring(self) -> SendRing | None:
+        """The send ring to send bundles from, or None: send joined buffers instead."""
         if not self.bundles:
             return None
         sock = self.transport_stream.socket
-        if type(sock) is not UringSocket:
+        if type(sock) is not UringSocket or sock.fileno() == -1:
             return None
         driver = sock._uring_driver()
         if driver is None or not send_bundles_supported(driver):
             return None
-        return driver
+        ring = self._ring
+        if ring is None or self._ring_driver is not driver or ring.closed:
+            try:
+                ring = open_send_ring(driver, self.ring_entries)
+            except OSError:
+                # No buffer group id left (65,535 send rings in this run) or no
+                # memory for the ring: the connection is fine, send joined.
+                return None
+            self._ring = ring
+            self._ring_driver = driver
+        return ring
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """``SocketStream.send_all``, counted in `bytes_sent`."""
@@ -104,60 +117,65 @@ class BundleStream(trio.abc.HalfCloseableStream):
         """Send ``buffers`` in order, as ``send_all`` of each in turn would, with as
         few ops as it can; return when all their bytes belong to the kernel."""
         transport = self.transport_stream
-        driver = self._bundle_driver()
-        if driver is None:
-            await self._send_joined(buffers)
-            return
         sock = transport.socket
-        assert isinstance(sock, UringSocket)
-        if sock._did_shutdown_SHUT_WR:
+        if sock.did_shutdown_SHUT_WR:
             raise trio.ClosedResourceError("can't send data after sending EOF")
         detector = transport._send_conflict_detector
         if detector._held:
             raise trio.BusyResourceError(detector._msg)
         detector._held = True
         try:
-            await self._send_bundles(driver, sock, buffers)
+            ring = self._bundle_ring()
+            if ring is None:
+                await self._send_joined(buffers)
+            else:
+                assert self._ring_driver is not None and isinstance(sock, UringSocket)
+                await self._send_bundles(self._ring_driver, sock, ring, buffers)
         except OSError as exc:
             _translate(exc)
         finally:
             detector._held = False
 
     async def _send_joined(self, buffers: Iterable[bytes | bytearray | memoryview]) -> None:
+        """The buffers joined, sent by the socket's own sends (not the stream's
+        ``send_all``, which cannot say how much of it went out when cancelled)."""
+        await checkpoint_if_cancelled()
+        sock = self.transport_stream.socket
         try:
             data = b"".join(buffers)
-        except TypeError:
-            await trio.lowlevel.checkpoint()
+            if sock.fileno() == -1:
+                raise trio.ClosedResourceError("socket was already closed")
+        except BaseException:
+            await cancel_shielded_checkpoint()
             raise
-        await self.transport_stream.send_all(data)
-        self.bytes_sent += len(data)
+        if not data:
+            await cancel_shielded_checkpoint()
+            return
+        total = len(data)
+        view = memoryview(data)
+        n = await sock.send(data)
+        self.bytes_sent += n
+        while n < total:  # a short send: the socket's buffer filled
+            sent = await sock.send(view[n:])
+            self.bytes_sent += sent
+            n += sent
 
-    def _ring_for(self, driver: Driver) -> SendRing:
-        ring = self._ring
-        if ring is None or self._ring_driver is not driver or ring.closed:
-            ring = self._ring = open_send_ring(driver, self.ring_entries)
-            self._ring_driver = driver
-        return ring
-
-    async def _send_bundles(self, driver: Driver, sock: UringSocket, buffers: Iterable[Any]) -> None:
+    async def _send_bundles(self, driver: Driver, sock: UringSocket, ring: SendRing, buffers: Iterable[Any]) -> None:
         await checkpoint_if_cancelled()
         try:
             # bytes as they are; other buffers as views of the caller's memory (kept
             # until sent); empty ones left out.
-            pieces: list[Any] = [
-                buf if type(buf) is bytes else ffi.from_buffer(buf) for buf in buffers
-            ]
+            pieces: list[Any] = [buf if type(buf) is bytes else ffi.from_buffer(buf) for buf in buffers]
             if not all(map(len, pieces)):
                 pieces = [buf for buf in pieces if len(buf)]
             fd = sock._sock.fileno()
             if fd == -1:
                 raise trio.ClosedResourceError("socket was already closed")
             st = driver.fd(fd)
-            ring = self._ring_for(driver) if pieces else None
         except BaseException:
             await cancel_shielded_checkpoint()
             raise
-        if ring is None:
+        if not pieces:
             await cancel_shielded_checkpoint()
             return
         n = len(pieces)

@@ -1,0 +1,176 @@
+"""BundleStream.send_many used the way its contract allows but the other tests don't:
+the joined path (bundles off, no kernel feature, stock Trio) cancelled midway, an
+iterable that raises, a run out of send ring buffer group ids.
+
+Real kernel rings and sockets; the peer is a plain stdlib socket that compares
+every byte.
+"""
+
+from __future__ import annotations
+
+import socket as stdlib_socket
+from collections.abc import Iterator
+
+import pytest
+import trio
+import trio.testing
+
+from trio_uring import _sendring, bundles
+from trio_uring.bundles import BundleStream
+
+from .test_close_reuse import current_driver
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _pair(*, bundles_on: bool) -> tuple[BundleStream, stdlib_socket.socket]:
+    a, b = stdlib_socket.socketpair()
+    a.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, 4096)
+    b.setblocking(False)
+    return BundleStream(trio.SocketStream(trio.socket.from_stdlib_socket(a)), bundles=bundles_on), b
+
+
+def _drain(peer: stdlib_socket.socket) -> bytes:
+    out = bytearray()
+    while True:
+        try:
+            data = peer.recv(1 << 20)
+        except BlockingIOError:
+            return bytes(out)
+        if not data:
+            return bytes(out)
+        out.extend(data)
+
+
+async def _read(peer: stdlib_socket.socket, into: bytearray, total: int) -> None:
+    while len(into) < total:
+        await trio.lowlevel.wait_readable(peer)
+        into.extend(_drain(peer))
+
+
+async def _cancelled_midway_then_more(bundles_on: bool) -> None:
+    """A send_many parked on a full socket, cancelled after several sends each took
+    part of it: bytes_sent is exactly what the peer got, and the next call follows
+    right on."""
+    stream, peer = _pair(bundles_on=bundles_on)
+    data = bytes(range(256)) * 2000
+    got = bytearray()
+    with trio.CancelScope() as scope:
+
+        async def read_once_then_cancel() -> None:
+            await trio.testing.wait_all_tasks_blocked()
+            got.extend(_drain(peer))  # room for more sends of the same call
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_once_then_cancel)
+            await stream.send_many([data[:300_000], data[300_000:]])
+    assert scope.cancelled_caught, "the peer reads little: it cannot have finished"
+    sent = stream.bytes_sent
+    got.extend(_drain(peer))
+    assert len(got) > 4096  # more than the first send's room
+    assert 0 < sent < len(data)
+    after = b"and then this"
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_read, peer, got, sent + len(after))
+        await stream.send_many([after[:3], after[3:]])
+    assert bytes(got) == data[:sent] + after
+    assert stream.bytes_sent == sent + len(after)
+    await stream.aclose()
+    peer.close()
+
+
+@pytest.mark.parametrize("bundles_on", [False, True])
+async def test_cancelled_midway_bytes_sent_is_what_the_peer_got(bundles_on: bool) -> None:
+    # bundles_on=False is the default: the buffers joined and sent by plain SENDs.
+    await _cancelled_midway_then_more(bundles_on)
+
+
+def test_cancelled_midway_on_stock_trio(stock_trio: None) -> None:
+    trio.run(_cancelled_midway_then_more, False)
+
+
+def _raises_midway() -> Iterator[bytes]:
+    yield b"never sent"
+    raise ValueError("from the caller's iterable")
+
+
+async def _iterable_that_raises(bundles_on: bool) -> None:
+    """An iterable that raises: its error, after a checkpoint (a pending cancel wins,
+    as at every checkpoint), nothing sent; and the stream is not left busy."""
+    stream, peer = _pair(bundles_on=bundles_on)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await stream.send_many(_raises_midway())
+    assert scope.cancelled_caught
+    with trio.testing.assert_checkpoints(), pytest.raises(ValueError, match="caller's iterable"):
+        await stream.send_many(_raises_midway())
+    await stream.send_many([b"ok"])
+    await trio.sleep(0.01)
+    assert _drain(peer) == b"ok"
+    assert stream.bytes_sent == 2
+    await stream.aclose()
+    peer.close()
+
+
+@pytest.mark.parametrize("bundles_on", [False, True])
+async def test_an_iterable_that_raises(bundles_on: bool) -> None:
+    await _iterable_that_raises(bundles_on)
+
+
+def test_an_iterable_that_raises_on_stock_trio(stock_trio: None) -> None:
+    trio.run(_iterable_that_raises, True)
+
+
+async def test_busy_or_after_eof_the_iterable_is_not_touched() -> None:
+    """Refused calls (BusyResourceError, ClosedResourceError after send_eof) leave the
+    caller's iterable alone, on either path."""
+    for bundles_on in (False, True):
+        stream, peer = _pair(bundles_on=bundles_on)
+        taken: list[bytes] = []
+
+        def watched(taken: list[bytes] = taken) -> Iterator[bytes]:
+            taken.append(b"x")
+            yield b"x"
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.transport_stream.send_all, b"w" * 1_000_000)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.BusyResourceError):
+                await stream.send_many(watched())
+            nursery.cancel_scope.cancel()
+        await stream.send_eof()
+        with pytest.raises(trio.ClosedResourceError):
+            await stream.send_many(watched())
+        assert not taken
+        await stream.aclose()
+        peer.close()
+
+
+async def test_no_buffer_group_id_left_sends_joined() -> None:
+    """Every buffer group id of the run is taken by other send rings (a server with
+    65,535 bundle streams): the connection is fine, so send_many sends the joined
+    buffers instead of raising BrokenResourceError, and registers a ring once an id
+    is free again."""
+    if not bundles.send_bundles_supported(current_driver()):
+        pytest.skip("this kernel has no send bundles (IORING_FEAT_RECVSEND_BUNDLE)")
+    groups = _sendring._groups.get(current_driver())
+    if groups is None:
+        groups = _sendring._groups[current_driver()] = _sendring._Groups()
+    saved = groups.next, list(groups.free)
+    groups.next, groups.free[:] = _sendring._MAX_GROUP + 1, []  # all taken
+    stream, peer = _pair(bundles_on=True)
+    try:
+        await stream.send_many([b"still ", bytearray(b"sent")])
+        assert stream._ring is None and stream.completions == 0
+        groups.free.append(7)  # another stream closed its ring
+        await stream.send_many([b", and ", b"bundled"])
+        assert stream._ring is not None and stream._ring.bgid == 7 and stream.completions
+        await trio.sleep(0.01)
+        assert _drain(peer) == b"still sent, and bundled"
+        assert stream.bytes_sent == 23
+        await stream.aclose()
+    finally:
+        groups.next, groups.free[:] = saved
+        peer.close()
