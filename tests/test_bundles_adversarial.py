@@ -1,6 +1,7 @@
-"""BundleStream.send_many used the way its contract allows but the other tests don't:
-the joined path (bundles off, no kernel feature, stock Trio) cancelled midway, an
-iterable that raises, a run out of send ring buffer group ids.
+"""Send bundles used the way their contract allows but the other tests don't:
+BundleStream.send_many's joined path (bundles off, no kernel feature, stock Trio)
+cancelled midway, an iterable that raises, a run out of send ring buffer group ids;
+a lowlevel SendRing closed while send_bundle sends from it.
 
 Real kernel rings and sockets; the peer is a plain stdlib socket that compares
 every byte.
@@ -17,6 +18,7 @@ import trio.testing
 
 from trio_uring import _sendring, bundles
 from trio_uring.bundles import BundleStream
+from trio_uring.lowlevel import SendRing, send_bundle, send_bundles_supported
 
 from .test_close_reuse import current_driver
 
@@ -173,4 +175,52 @@ async def test_no_buffer_group_id_left_sends_joined() -> None:
         await stream.aclose()
     finally:
         groups.next, groups.free[:] = saved
+        peer.close()
+
+
+# ---------------------------------------------------------------- lowlevel
+
+
+async def test_ring_closed_mid_send_stops_before_its_group_id_is_reused() -> None:
+    """SendRing.close() while send_bundle sends from it (the peer reads slowly): once
+    the op in flight ends the ring is unregistered and its buffer group id given back,
+    and another ring takes it. The call must stop there (ClosedResourceError, the rest
+    not sent), never submit another SEND naming that id: it would send the new ring's
+    buffers, another connection's data, on this socket."""
+    if not send_bundles_supported():
+        pytest.skip("this kernel has no send bundles (IORING_FEAT_RECVSEND_BUNDLE)")
+    a, peer = stdlib_socket.socketpair()
+    a.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, 4096)
+    peer.setblocking(False)
+    sock = trio.socket.from_stdlib_socket(a)
+    ring = SendRing(8)
+    ring.push(b"A" * 100_000)
+    others: list[SendRing] = []
+    got = bytearray()
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def sender() -> None:
+                with pytest.raises(trio.ClosedResourceError):
+                    await send_bundle(sock, ring)
+
+            nursery.start_soon(sender)
+            await trio.testing.wait_all_tasks_blocked()
+            ring.close()  # an op is in flight: it keeps the ring until it ends
+            for _ in range(200):
+                got.extend(_drain(peer))  # room: the op goes on, and ends
+                if ring._ring.closed and not others:
+                    other = SendRing(8)  # takes the id given back
+                    other.push(b"another connection's secret")
+                    others.append(other)
+                await trio.sleep(0)
+        got.extend(_drain(peer))
+        assert others, "the ring was never unregistered"
+        assert bytes(got) == b"A" * ring.bytes_sent
+        assert 0 < ring.bytes_sent < 100_000
+        assert others[0].queued_bytes == len(b"another connection's secret")
+    finally:
+        for r in others:
+            r.close()
+        sock.close()
         peer.close()

@@ -278,7 +278,8 @@ class SendRing:
 
     def close(self) -> None:
         """Unregister the ring and give its buffer group id back (once an op sending
-        from it has ended); what is still queued is not sent. Idempotent."""
+        from it has ended); what is still queued is not sent (a `send_bundle` in
+        progress raises ClosedResourceError). Idempotent."""
         self._closed = True
         if self._op is None:
             self._ring.close()
@@ -334,7 +335,8 @@ async def send_bundle(sock: int | _HasFileno, ring: SendRing) -> int:
     A checkpoint; cancelled, `trio.Cancelled` is raised and `SendRing.bytes_sent`
     counts every byte that went out (an op's own completion decides what that
     is, as for every op of `perform`); ClosedResourceError after
-    ``notify_closing`` of the fd; BusyResourceError while another task writes to
+    ``notify_closing`` of the fd, or after `SendRing.close` with buffers still
+    queued (once the op in flight ended); BusyResourceError while another task writes to
     the fd or sends from ``ring``; OSError for an error before any byte went out.
     ValueError for a socket that is not SOCK_STREAM: a bundle would merge its
     buffers into one datagram.
@@ -379,6 +381,10 @@ async def _send_from(sock: int | _HasFileno, ring: SendRing, op_class: type[Send
         # Until the ring is empty (a bundle) or its first buffer went out whole.
         if not (ring._ring.queued() if op_class is SendBundle else ring._ring.head_offset):
             return sent
+        if ring._closed:
+            # Closed meanwhile: its buffer group id is given back, and a SEND naming
+            # it would send from whatever ring takes it next.
+            raise trio.ClosedResourceError("this send ring was closed while sending from it")
         op = ring._op = op_class(fd, ring._ring, 0)
 
 
