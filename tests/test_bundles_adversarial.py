@@ -178,6 +178,33 @@ async def test_no_buffer_group_id_left_sends_joined() -> None:
         peer.close()
 
 
+@pytest.mark.parametrize("bundles_on", [True, False])
+async def test_buffers_let_go_when_the_call_raises(bundles_on: bool) -> None:
+    """The connection breaks with buffers not yet queued (more than the ring takes),
+    and the caller keeps the exception (logs it later, say): its bytearrays must be
+    its own again, resizable, as after Trio's send_all. A view kept alive by the
+    exception's traceback would make a buffer pool's next resize fail."""
+    stream, peer = _pair(bundles_on=bundles_on)
+    stream.ring_entries = 2
+    pool = [bytearray(b"p" * 50_000) for _ in range(8)]
+    kept: list[BaseException] = []
+    async with trio.open_nursery() as nursery:
+
+        async def sender() -> None:
+            try:
+                await stream.send_many(pool)
+            except trio.BrokenResourceError as exc:
+                kept.append(exc)
+
+        nursery.start_soon(sender)
+        await trio.testing.wait_all_tasks_blocked()
+        peer.close()
+    assert kept
+    for buf in pool:
+        buf.extend(b"resized")  # BufferError while a view of it is alive
+    await stream.aclose()
+
+
 # ---------------------------------------------------------------- lowlevel
 
 

@@ -206,6 +206,9 @@ class BundleStream(trio.abc.HalfCloseableStream):
                     ring.settle()  # a short send: what is left goes next, in order
                     await checkpoint_if_cancelled()  # (short because it was cancelled?)
         finally:
+            # Our views of buffers not queued yet: the caller's memory is its own
+            # again (a traceback the caller keeps would hold them).
+            pieces.clear()
             # Cancelled, an error, the socket closed: drop what did not go out, so
             # the next call starts right after the last byte the kernel took.
             if ring is self._ring and ring.queued() and not driver.closed:
