@@ -9,6 +9,8 @@ every byte.
 
 from __future__ import annotations
 
+import mmap
+import random
 import socket as stdlib_socket
 from collections.abc import Iterator
 
@@ -203,6 +205,65 @@ async def test_buffers_let_go_when_the_call_raises(bundles_on: bool) -> None:
     for buf in pool:
         buf.extend(b"resized")  # BufferError while a view of it is alive
     await stream.aclose()
+
+
+async def test_a_buffer_larger_than_a_ring_entry_takes() -> None:
+    """A buffer of 4 GiB and more (a ring entry's length is 32 bits), after a small one:
+    sent in order like any other (Trio's send_all would), cancelled midway with
+    bytes_sent exactly what the peer got, and the next call follows right on. (An
+    entry that did not fit left the small one published to the kernel behind our
+    back: the next call sent it again, from memory the ring no longer held.)"""
+    if not bundles.send_bundles_supported(current_driver()):
+        pytest.skip("this kernel has no send bundles (IORING_FEAT_RECVSEND_BUNDLE)")
+    try:
+        big = mmap.mmap(-1, (1 << 32) + 10)  # untouched anonymous pages: no memory used
+    except (OSError, OverflowError, ValueError):
+        pytest.skip("no 4 GiB mapping here")
+    stream, peer = _pair(bundles_on=True)
+    try:
+        with trio.move_on_after(0.1) as scope:
+            await stream.send_many([b"head", big])
+        assert scope.cancelled_caught
+        sent = stream.bytes_sent
+        got = bytearray(_drain(peer))
+        assert 4 < sent == len(got)
+        assert got == b"head" + bytes(sent - 4)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_read, peer, got, sent + 4)
+            await stream.send_many([b"tail"])
+        assert got[sent:] == b"tail"
+        assert stream.bytes_sent == sent + 4
+        await stream.aclose()
+    finally:
+        big.close()
+        peer.close()
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_buffers_cut_into_entries_arrive_in_order(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same cut with a small entry size: buffers of every kind (bytes, bytearray,
+    a memoryview of ints) larger than an entry arrive byte-exact, in order, through
+    a ring smaller than the pieces."""
+    if not bundles.send_bundles_supported(current_driver()):
+        pytest.skip("this kernel has no send bundles (IORING_FEAT_RECVSEND_BUNDLE)")
+    monkeypatch.setattr(bundles, "_MAX_ENTRY", 1000)
+    rng = random.Random(seed)
+    stream, peer = _pair(bundles_on=True)
+    stream.ring_entries = 4
+    msgs = [rng.randbytes(rng.choice([10, 999, 1000, 1001, 2500, 7000])) for _ in range(30)]
+    bufs = [
+        m if k % 3 == 0 else bytearray(m) if k % 3 == 1 else memoryview(bytearray(m + bytes(-len(m) % 4))).cast("i")
+        for k, m in enumerate(msgs)
+    ]
+    expected = b"".join(bytes(memoryview(b).cast("B")) for b in bufs)
+    got = bytearray()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_read, peer, got, len(expected))
+        await stream.send_many(bufs)
+    assert bytes(got) == expected
+    assert stream.bytes_sent == len(expected)
+    await stream.aclose()
+    peer.close()
 
 
 # ---------------------------------------------------------------- lowlevel

@@ -32,7 +32,7 @@ Never for datagram sockets: a bundle merges its buffers into one datagram
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 from trio import SocketStream
@@ -53,6 +53,10 @@ __all__ = ["BUNDLES_BY_DEFAULT", "BundleStream", "send_bundles_supported"]
 #: fan-out benchmark, joining the queued messages in Python and sending them with
 #: one SEND was as fast or faster (docs/source/bundles.rst).
 BUNDLES_BY_DEFAULT: bool = False
+
+#: The most bytes one ring entry takes (its length is 32 bits): a larger buffer is
+#: queued as several entries.
+_MAX_ENTRY: Final = 1 << 30
 
 
 class BundleStream(trio.abc.HalfCloseableStream):
@@ -168,6 +172,8 @@ class BundleStream(trio.abc.HalfCloseableStream):
             pieces: list[Any] = [buf if type(buf) is bytes else ffi.from_buffer(buf) for buf in buffers]
             if not all(map(len, pieces)):
                 pieces = [buf for buf in pieces if len(buf)]
+            if pieces and max(map(len, pieces)) > _MAX_ENTRY:
+                pieces = _split(pieces)
             fd = sock._sock.fileno()
             if fd == -1:
                 raise trio.ClosedResourceError("socket was already closed")
@@ -237,3 +243,16 @@ class BundleStream(trio.abc.HalfCloseableStream):
         finally:
             if not self.transport_stream._send_conflict_detector._held:
                 self._close_ring()
+
+
+def _split(pieces: list[Any]) -> list[Any]:
+    """``pieces`` with those over `_MAX_ENTRY` bytes cut into views of at most that
+    (each keeps the whole buffer's view alive)."""
+    out = []
+    for buf in pieces:
+        if len(buf) <= _MAX_ENTRY:
+            out.append(buf)
+            continue
+        view = memoryview(buf if type(buf) is bytes else ffi.buffer(buf))
+        out.extend(ffi.from_buffer(view[k : k + _MAX_ENTRY]) for k in range(0, len(view), _MAX_ENTRY))
+    return out
