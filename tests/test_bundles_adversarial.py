@@ -13,6 +13,7 @@ import mmap
 import random
 import socket as stdlib_socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import trio
@@ -263,6 +264,63 @@ async def test_buffers_cut_into_entries_arrive_in_order(seed: int, monkeypatch: 
     assert bytes(got) == expected
     assert stream.bytes_sent == len(expected)
     await stream.aclose()
+    peer.close()
+
+
+async def test_aclose_while_the_wrapped_stream_sends_gives_the_ring_back() -> None:
+    """aclose while another task's send_all on the wrapped stream is parked (it holds
+    the stream's send slot, not a send_many of ours): the send ring is unregistered
+    and its buffer group id given back by aclose, whichever task runs first after
+    the close (repeated: Trio may run either first). While a send_many of ours
+    sends, its op keeps the ring until it ends (closing it under a written SQE
+    would send from an unregistered group, or a new ring's)."""
+    if not bundles.send_bundles_supported(current_driver()):
+        pytest.skip("this kernel has no send bundles (IORING_FEAT_RECVSEND_BUNDLE)")
+    for _ in range(12):
+        await _aclose_while_the_wrapped_stream_sends()
+    for _ in range(12):
+        await _aclose_while_send_many_sends()
+
+
+async def _aclose_while_the_wrapped_stream_sends() -> None:
+    stream, peer = _pair(bundles_on=True)
+    await stream.send_many([b"x", b"y"])
+    ring = stream._ring
+    assert ring is not None
+
+    async def plain_sender() -> None:
+        with pytest.raises(trio.ClosedResourceError):
+            await stream.transport_stream.send_all(b"z" * 1_000_000)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(plain_sender)
+        await trio.testing.wait_all_tasks_blocked()
+        await stream.aclose()
+        assert ring.closed
+        assert ring.bgid in _sendring._groups[current_driver()].free
+    peer.close()
+
+
+async def _aclose_while_send_many_sends() -> None:
+    stream, peer = _pair(bundles_on=True)
+    rings: list[Any] = []
+
+    async def sender() -> None:
+        with pytest.raises(trio.ClosedResourceError):
+            await stream.send_many([b"z" * 100_000] * 4)
+
+    async def closer() -> None:
+        # Right after the sender wrote its SQE (same batch), or while it waits for room.
+        while stream._ring is None or not stream._ring.queued():
+            await trio.sleep(0)
+        rings.append(stream._ring)
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender)
+        nursery.start_soon(closer)
+    assert rings[0].closed
+    assert rings[0].bgid in _sendring._groups[current_driver()].free
     peer.close()
 
 

@@ -86,6 +86,7 @@ class BundleStream(trio.abc.HalfCloseableStream):
         self._ring: SendRing | None = None
         self._ring_driver: Driver | None = None
         self._closed = False
+        self._sending = False  # a send_many of ours uses the ring (an op may be in flight)
 
     @property
     def socket(self) -> trio.socket.SocketType:
@@ -187,6 +188,7 @@ class BundleStream(trio.abc.HalfCloseableStream):
         n = len(pieces)
         i = 0
         op: SendBundle | None = None
+        self._sending = True
         try:
             while True:
                 if i < n:
@@ -212,6 +214,7 @@ class BundleStream(trio.abc.HalfCloseableStream):
                     ring.settle()  # a short send: what is left goes next, in order
                     await checkpoint_if_cancelled()  # (short because it was cancelled?)
         finally:
+            self._sending = False
             # Our views of buffers not queued yet: the caller's memory is its own
             # again (a traceback the caller keeps would hold them).
             pieces.clear()
@@ -241,7 +244,9 @@ class BundleStream(trio.abc.HalfCloseableStream):
         try:
             await self.transport_stream.aclose()
         finally:
-            if not self.transport_stream._send_conflict_detector._held:
+            # (Not the stream's send slot: another task's send_all on the wrapped
+            # stream holds it without using the ring.)
+            if not self._sending:
                 self._close_ring()
 
 
