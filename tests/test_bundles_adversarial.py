@@ -96,6 +96,26 @@ def test_cancelled_midway_on_stock_trio(stock_trio: None) -> None:
     trio.run(_cancelled_midway_then_more, False)
 
 
+async def _contract(bundles_on: bool) -> None:
+    async def maker() -> tuple[BundleStream, BundleStream]:
+        a, b = trio.socket.socketpair()
+        return BundleStream(trio.SocketStream(a), bundles=bundles_on), BundleStream(
+            trio.SocketStream(b), bundles=bundles_on
+        )
+
+    await trio.testing.check_half_closeable_stream(maker, None)
+
+
+async def test_stream_contract_without_bundles() -> None:
+    """trio.testing's checks of a half-closeable stream on the joined path (its own
+    send loop: the send slot, EOF, closing)."""
+    await _contract(False)
+
+
+def test_stream_contract_on_stock_trio(stock_trio: None) -> None:
+    trio.run(_contract, True)
+
+
 def _raises_midway() -> Iterator[bytes]:
     yield b"never sent"
     raise ValueError("from the caller's iterable")
