@@ -157,13 +157,14 @@ class BundleStream(trio.abc.HalfCloseableStream):
             await cancel_shielded_checkpoint()
             return
         total = len(data)
-        view = memoryview(data)
         n = await sock.send(data)
         self.bytes_sent += n
-        while n < total:  # a short send: the socket's buffer filled
-            sent = await sock.send(view[n:])
-            self.bytes_sent += sent
-            n += sent
+        if n < total:  # a short send: the socket's buffer filled
+            view = memoryview(data)
+            while n < total:
+                sent = await sock.send(view[n:])
+                self.bytes_sent += sent
+                n += sent
 
     async def _send_bundles(self, driver: Driver, sock: UringSocket, ring: SendRing, buffers: Iterable[Any]) -> None:
         await checkpoint_if_cancelled()

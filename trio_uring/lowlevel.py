@@ -336,8 +336,9 @@ async def send_bundle(sock: int | _HasFileno, ring: SendRing) -> int:
     counts every byte that went out (an op's own completion decides what that
     is, as for every op of `perform`); ClosedResourceError after
     ``notify_closing`` of the fd, or after `SendRing.close` with buffers still
-    queued (once the op in flight ended); BusyResourceError while another task writes to
-    the fd or sends from ``ring``; OSError for an error before any byte went out.
+    queued (once the op in flight ended); BusyResourceError while another task
+    writes to the fd or sends from ``ring``; OSError for an error before any byte
+    went out.
     ValueError for a socket that is not SOCK_STREAM: a bundle would merge its
     buffers into one datagram.
     """
