@@ -344,6 +344,24 @@ async def _aclose_while_send_many_sends() -> None:
     peer.close()
 
 
+@pytest.mark.timeout(10)
+async def test_a_completion_reporting_more_than_was_queued_stops_the_ring() -> None:
+    """A completion that reports more bytes than the ring holds (the kernel read
+    entries past our tail: how the 4 GiB bug above ended) marks the ring out of step
+    (the stream stops), and our head stops at our tail: walked on over entries never
+    pushed, it passed the tail, and the ring then counted 65,535-odd entries queued."""
+    if not bundles.send_bundles_supported(current_driver()):
+        pytest.skip("this kernel has no send bundles (IORING_FEAT_RECVSEND_BUNDLE)")
+    ring = _sendring.open_send_ring(current_driver(), 8)
+    try:
+        ring.push_many([b"abc", b"defg"], 0)
+        ring.sent(7 + 5, 0)
+        assert ring.out_of_step is not None
+        assert ring.head == ring.tail  # what was queued is released; nothing beyond it
+    finally:
+        ring.close()
+
+
 # ---------------------------------------------------------------- lowlevel
 
 

@@ -148,7 +148,12 @@ class SendRing:
             return
         self.queued_bytes -= res
         left = res + self.head_offset
+        tail = self.tail
         while left:
+            if head == tail:  # more than we queued: the kernel read entries we never pushed
+                self.out_of_step = f"the kernel reported {left} bytes more than were queued"
+                self.queued_bytes = self.head_offset = 0
+                break
             i = head & mask
             n = lens[i]
             if left < n:
