@@ -151,6 +151,13 @@ CASES: dict[str, Case] = {
     "connect(AF_UNIX, path too long)": lambda e: e.new(stdlib_socket.AF_UNIX).connect("/x" * 100),
     "connect(AF_UNIX abstract, nobody)": lambda e: e.new(stdlib_socket.AF_UNIX).connect(b"\0trio-uring-nobody"),
     "connect(AF_UNIX socket, IPv4 address)": lambda e: e.new(stdlib_socket.AF_UNIX).connect((LOCALHOST, 80)),
+    "connect(AF_UNIX, empty path)": lambda e: e.new(stdlib_socket.AF_UNIX).connect(""),
+    "sendto(AF_UNIX datagram, empty path)": lambda e: e.new(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_DGRAM).sendto(
+        b"x", ""
+    ),
+    "sendmsg(AF_UNIX datagram, empty path)": lambda e: e.new(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_DGRAM).sendmsg(
+        [b"x"], [], 0, b""
+    ),
     "sendto(IPv6 address on an IPv4 socket)": lambda e: e.udp.sendto(b"x", ("::1", 80)),
     "sendto(1-tuple)": lambda e: e.udp.sendto(b"x", (LOCALHOST,)),
     "sendto(port -1)": lambda e: e.udp.sendto(b"x", (LOCALHOST, -1)),
