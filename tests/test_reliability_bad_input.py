@@ -118,6 +118,8 @@ CASES: dict[str, Case] = {
     "send(None)": lambda e: e.server.send(None),
     "send(non-contiguous)": lambda e: e.server.send(memoryview(bytearray(10))[::2]),
     "send(flags=2**40)": lambda e: e.server.send(b"x", 2**40),
+    "send(flags=0.0)": lambda e: e.server.send(b"x", 0.0),
+    "send(memoryview, flags=0.0)": lambda e: e.server.send(memoryview(b"x"), 0.0),
     "recvfrom(-1)": lambda e: e.udp.recvfrom(-1),
     "recvfrom(2**64), data waiting": lambda e: _recvfrom_huge(e, 2**64),
     "recvfrom_into(buf, -1)": lambda e: e.udp.recvfrom_into(bytearray(4), -1),

@@ -426,9 +426,10 @@ class UringSocket(_SocketType):
         driver = self._uring_driver()
         if driver is None:
             return await super().send(data, flags)
-        if flags == 0 and (type(data) is bytes or type(data) is memoryview):
+        if type(flags) is int and flags == 0 and (type(data) is bytes or type(data) is memoryview):
             # The commonest kinds: send(bytes), and Trio's SocketStream.send_all,
-            # which sends memoryview slices.
+            # which sends memoryview slices. (Flags that only equal 0, such as 0.0,
+            # go the long way: the stdlib's TypeError.)
             return await self._send_simple(driver, data)
         return await self._io(driver, _send, data, flags)  # type: ignore[no-any-return]
 
