@@ -372,6 +372,42 @@ def test_bad_input_raises_what_stock_trio_raises(name: str, stock_trio: None) ->
         assert uring.message == stock.message, f"io_uring: {uring}, stock Trio: {stock}"
 
 
+# ---------------------------------------------------------------- a refused call lets go of the buffer
+
+
+async def _direct_send(view: memoryview, flags: Any) -> int:
+    from trio_uring import direct
+
+    with await direct.socket() as sock:
+        return await sock.send(view, flags)
+
+
+BORROWING: dict[str, Callable[[dict[str, Any], memoryview], Awaitable[object]]] = {
+    "send(flags='x')": lambda s, view: s["a"].send(view, "x"),
+    "sendmsg(flags='x')": lambda s, view: s["a"].sendmsg([view], [], "x"),
+    "direct send(flags='x')": lambda s, view: _direct_send(view, "x"),
+}
+
+
+@pytest.mark.parametrize("name", list(BORROWING))
+async def test_a_refused_send_lets_go_of_the_callers_buffer_at_once(name: str) -> None:
+    """A send refused for an argument checked after the caller's buffer was borrowed
+    (``ffi.from_buffer``) must let go of it before raising. Left to the garbage
+    collector, the borrow sits in the cycle the traceback makes; collecting it, CPython
+    may clear the memoryview before the borrow is released, and the interpreter
+    crashed (found with send(memoryview, flags='x'))."""
+    socks = await sockets()
+    view = memoryview(bytearray(b"data"))
+    try:
+        with pytest.raises(TypeError) as info:
+            await BORROWING[name](socks, view)
+        view.release()  # BufferError while the call (kept by the traceback) still borrows it
+        del info
+    finally:
+        for sock in socks.values():
+            sock.close()
+
+
 # ---------------------------------------------------------------- outside a run
 
 

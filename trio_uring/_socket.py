@@ -162,7 +162,14 @@ def _flags(flags: Any) -> int:
 
 def _send(sock: UringSocket, fd: int, data: Any, flags: int) -> Send:
     buf = _readable(data)
-    return Send(fd, buf, min(len(buf), _MAX_IO), _flags(flags))
+    try:
+        return Send(fd, buf, min(len(buf), _MAX_IO), _flags(flags))
+    except BaseException:
+        # A borrowed buffer must not be left to the garbage collector: the
+        # traceback keeps it in a cycle, and when the cycle is collected CPython
+        # may clear a memoryview that still has the borrow: a crash.
+        ffi.release(buf)
+        raise
 
 
 def _recv(sock: UringSocket, fd: int, driver: Driver, bufsize: int, flags: int) -> RecvBytes:
