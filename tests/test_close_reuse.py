@@ -16,6 +16,7 @@ scheduler batch decides (Trio shuffles each batch), the test runs enough trials.
 
 from __future__ import annotations
 
+import array
 import errno
 import os
 import socket as stdlib_socket
@@ -219,6 +220,7 @@ async def test_stream_send_parked_then_closed_sends_nothing(data: bytes | bytear
 @pytest.mark.parametrize("method", ["send", "sendto", "sendmsg"])
 async def test_datagram_send_parked_then_closed_sends_nothing(method: str) -> None:
     a, a_peer = trio.socket.socketpair(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_DGRAM)
+    a_peer._sock.bind(b"\0trio-uring-close-reuse-%d" % os.getpid())  # type: ignore[attr-defined]  # (for sendto)
     a.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, 4096)
     # Fill the peer's receive queue so that the next datagram has to wait.
     try:
@@ -372,6 +374,60 @@ async def test_rest_of_send_all_after_a_close_goes_nowhere() -> None:
         peer.close()
         for r in box:
             r.close()
+
+
+@pytest.mark.parametrize("method", ["send", "sendmsg", "sendmsg(SCM_RIGHTS)"])
+async def test_close_between_a_datagram_sends_poll_and_its_retry(method: str) -> None:
+    """A datagram send waited for room (its POLL_ADD); room came, and in that tick,
+    before the send was tried again, another task closed the socket and a new socket
+    took the number. The retry must be refused: no datagram, and no passed fd, may
+    reach the new socket's peer."""
+    a, a_peer = trio.socket.socketpair(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_DGRAM)
+    a.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, 4096)
+    try:
+        while True:  # the next datagram has to wait
+            a._sock.send(b"f" * 512)  # type: ignore[attr-defined]
+    except BlockingIOError:
+        pass
+    r, w = os.pipe()
+    rights = [(stdlib_socket.SOL_SOCKET, stdlib_socket.SCM_RIGHTS, array.array("i", [r]).tobytes())]
+    calls: dict[str, Callable[[], Any]] = {
+        "send": lambda: a.send(b"late"),
+        "sendmsg": lambda: a.sendmsg([b"late"]),
+        "sendmsg(SCM_RIGHTS)": lambda: a.sendmsg([b"late"], rights),
+    }
+    box: list[Reuse] = []
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def sender() -> None:
+                with pytest.raises(trio.ClosedResourceError):
+                    await calls[method]()
+
+            nursery.start_soon(sender)
+            await trio.testing.wait_all_tasks_blocked()
+            # The sender waits in its poll: the next attempt is the retry.
+            with between_sqes(
+                current_driver(), lambda op: True, lambda: box.append(close_and_reuse(a, stdlib_socket.SOCK_DGRAM))
+            ) as seen:
+                try:
+                    while True:  # room: the poll completes
+                        a_peer._sock.recv(65536)  # type: ignore[attr-defined]
+                except BlockingIOError:
+                    pass
+                with trio.fail_after(5):
+                    while not seen:
+                        await trio.sleep(0.001)
+        a_peer.close()  # a misdirected datagram would now go out
+        await trio.sleep(0.05)
+        box[0].assert_untouched()
+    finally:
+        a.close()
+        a_peer.close()
+        os.close(r)
+        os.close(w)
+        for reuse in box:
+            reuse.close()
 
 
 class _OneBuffer(trio_uring.UringIOManager):

@@ -118,6 +118,8 @@ CASES: dict[str, Case] = {
     "send(None)": lambda e: e.server.send(None),
     "send(non-contiguous)": lambda e: e.server.send(memoryview(bytearray(10))[::2]),
     "send(flags=2**40)": lambda e: e.server.send(b"x", 2**40),
+    "send(flags=0.0)": lambda e: e.server.send(b"x", 0.0),
+    "send(memoryview, flags=0.0)": lambda e: e.server.send(memoryview(b"x"), 0.0),
     "recvfrom(-1)": lambda e: e.udp.recvfrom(-1),
     "recvfrom(2**64), data waiting": lambda e: _recvfrom_huge(e, 2**64),
     "recvfrom_into(buf, -1)": lambda e: e.udp.recvfrom_into(bytearray(4), -1),
@@ -151,6 +153,13 @@ CASES: dict[str, Case] = {
     "connect(AF_UNIX, path too long)": lambda e: e.new(stdlib_socket.AF_UNIX).connect("/x" * 100),
     "connect(AF_UNIX abstract, nobody)": lambda e: e.new(stdlib_socket.AF_UNIX).connect(b"\0trio-uring-nobody"),
     "connect(AF_UNIX socket, IPv4 address)": lambda e: e.new(stdlib_socket.AF_UNIX).connect((LOCALHOST, 80)),
+    "connect(AF_UNIX, empty path)": lambda e: e.new(stdlib_socket.AF_UNIX).connect(""),
+    "sendto(AF_UNIX datagram, empty path)": lambda e: e.new(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_DGRAM).sendto(
+        b"x", ""
+    ),
+    "sendmsg(AF_UNIX datagram, empty path)": lambda e: e.new(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_DGRAM).sendmsg(
+        [b"x"], [], 0, b""
+    ),
     "sendto(IPv6 address on an IPv4 socket)": lambda e: e.udp.sendto(b"x", ("::1", 80)),
     "sendto(1-tuple)": lambda e: e.udp.sendto(b"x", (LOCALHOST,)),
     "sendto(port -1)": lambda e: e.udp.sendto(b"x", (LOCALHOST, -1)),
@@ -361,6 +370,42 @@ def test_bad_input_raises_what_stock_trio_raises(name: str, stock_trio: None) ->
     if uring.kind in ("TypeError", "ValueError", "OverflowError", "BufferError", "ClosedResourceError"):
         # Argument errors say what the stdlib (or Trio) says, word for word.
         assert uring.message == stock.message, f"io_uring: {uring}, stock Trio: {stock}"
+
+
+# ---------------------------------------------------------------- a refused call lets go of the buffer
+
+
+async def _direct_send(view: memoryview, flags: Any) -> int:
+    from trio_uring import direct
+
+    with await direct.socket() as sock:
+        return await sock.send(view, flags)
+
+
+BORROWING: dict[str, Callable[[dict[str, Any], memoryview], Awaitable[object]]] = {
+    "send(flags='x')": lambda s, view: s["a"].send(view, "x"),
+    "sendmsg(flags='x')": lambda s, view: s["a"].sendmsg([view], [], "x"),
+    "direct send(flags='x')": lambda s, view: _direct_send(view, "x"),
+}
+
+
+@pytest.mark.parametrize("name", list(BORROWING))
+async def test_a_refused_send_lets_go_of_the_callers_buffer_at_once(name: str) -> None:
+    """A send refused for an argument checked after the caller's buffer was borrowed
+    (``ffi.from_buffer``) must let go of it before raising. Left to the garbage
+    collector, the borrow sits in the cycle the traceback makes; collecting it, CPython
+    may clear the memoryview before the borrow is released, and the interpreter
+    crashed (found with send(memoryview, flags='x'))."""
+    socks = await sockets()
+    view = memoryview(bytearray(b"data"))
+    try:
+        with pytest.raises(TypeError) as info:
+            await BORROWING[name](socks, view)
+        view.release()  # BufferError while the call (kept by the traceback) still borrows it
+        del info
+    finally:
+        for sock in socks.values():
+            sock.close()
 
 
 # ---------------------------------------------------------------- outside a run

@@ -75,7 +75,9 @@ def encode(family: int, address: Any, method: str = "connect") -> bytes | None:
         path = address.encode() if isinstance(address, str) else bytes(address)
         if len(path) > _SUN_PATH_MAX or (len(path) == _SUN_PATH_MAX and path[:1] != b"\0"):
             raise OSError(36, "AF_UNIX path too long")
-        if path[:1] == b"\0":  # abstract namespace: exact length, no terminator
+        if path[:1] == b"\0" or not path:  # abstract namespace: exact length, no terminator
+            # (An empty path stays empty, as the stdlib sends it: the kernel says
+            # EINVAL; a terminator would make it the abstract name "".)
             return _FAMILY.pack(AF_UNIX) + path
         return _FAMILY.pack(AF_UNIX) + path + b"\0"
     return None

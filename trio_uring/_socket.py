@@ -162,7 +162,14 @@ def _flags(flags: Any) -> int:
 
 def _send(sock: UringSocket, fd: int, data: Any, flags: int) -> Send:
     buf = _readable(data)
-    return Send(fd, buf, min(len(buf), _MAX_IO), _flags(flags))
+    try:
+        return Send(fd, buf, min(len(buf), _MAX_IO), _flags(flags))
+    except BaseException:
+        # A borrowed buffer must not be left to the garbage collector: the
+        # traceback keeps it in a cycle, and when the cycle is collected CPython
+        # may clear a memoryview that still has the borrow: a crash.
+        ffi.release(buf)
+        raise
 
 
 def _recv(sock: UringSocket, fd: int, driver: Driver, bufsize: int, flags: int) -> RecvBytes:
@@ -426,9 +433,10 @@ class UringSocket(_SocketType):
         driver = self._uring_driver()
         if driver is None:
             return await super().send(data, flags)
-        if flags == 0 and (type(data) is bytes or type(data) is memoryview):
+        if type(flags) is int and flags == 0 and (type(data) is bytes or type(data) is memoryview):
             # The commonest kinds: send(bytes), and Trio's SocketStream.send_all,
-            # which sends memoryview slices.
+            # which sends memoryview slices. (Flags that only equal 0, such as 0.0,
+            # go the long way: the stdlib's TypeError.)
             return await self._send_simple(driver, data)
         return await self._io(driver, _send, data, flags)  # type: ignore[no-any-return]
 

@@ -87,6 +87,7 @@ from ._ops import (
 from ._restrict import OPT_IN_OPCODES, allow_opcodes
 from ._ring import NOT_SUBMITTED, os_error
 from ._ring_cffi import ffi, lib
+from ._socket import _flags
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -282,14 +283,16 @@ class DirectSocket:
     async def send(self, data: Any, flags: int = 0) -> int:
         """send(2): the number of bytes sent (waits for room)."""
         await checkpoint_if_cancelled()
+        buf = None
         try:
             st = self._live()
             buf = ffi.from_buffer(data)
-            nbytes = min(len(buf), _MAX_IO)
+            op = DirectSend(st.fd, buf, min(len(buf), _MAX_IO), _flags(flags))
         except BaseException as exc:
+            if buf is not None:
+                ffi.release(buf)  # not left to the garbage collector (see _socket._send)
             await _raise_after_checkpoint(exc)
         driver = self._table.driver
-        op = DirectSend(st.fd, buf, nbytes, flags)
         try:
             return await driver.perform(op, st)  # type: ignore[no-any-return]
         finally:
