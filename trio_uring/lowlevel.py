@@ -146,9 +146,14 @@ class Operation(Op):
             raise ValueError("slot must be READ, WRITE or NO_SLOT")
         self.opcode = opcode  # type: ignore[misc,assignment]
         held: list[object] = [keep]
-        self.off = _address(off, held)
-        self.addr = _address(addr, held)
-        self.addr3 = _address(addr3, held)
+        borrowed: list[Any] = []
+        try:
+            self.off = _address(off, held, borrowed)
+            self.addr = _address(addr, held, borrowed)
+            self.addr3 = _address(addr3, held, borrowed)
+        except BaseException:
+            _let_go(borrowed)
+            raise
         self.keep = held  # alive as long as the driver's record of the op
         self.len = len
         self.op_flags = op_flags
@@ -167,8 +172,9 @@ class Operation(Op):
         )  # fmt: skip
 
 
-def _address(value: Any, held: list[object]) -> int:
-    """An SQE's address field: an int as it is, a buffer's address (buffer kept)."""
+def _address(value: Any, held: list[object], borrowed: list[Any]) -> int:
+    """An SQE's address field: an int as it is, a buffer's address (buffer kept;
+    a borrow of ours also in ``borrowed``)."""
     if isinstance(value, int):
         return value & 0xFFFF_FFFF_FFFF_FFFF
     if isinstance(value, ffi.CData):
@@ -178,8 +184,17 @@ def _address(value: Any, held: list[object]) -> int:
             cdata = ffi.from_buffer(value, require_writable=False)
         except TypeError:
             raise TypeError(f"expected an int or a buffer, not {type(value).__name__}") from None
+        borrowed.append(cdata)
     held.append(cdata)
     return int(ffi.cast("uintptr_t", cdata))
+
+
+def _let_go(borrowed: list[Any]) -> None:
+    """Release our borrows of the caller's buffers at once, on a refused call: left
+    in the cycle a kept traceback makes, the garbage collector may clear a
+    memoryview before the borrow of it, and CPython crashes."""
+    for cdata in borrowed:
+        ffi.release(cdata)
 
 
 async def perform(op: Op) -> Any:
@@ -260,13 +275,17 @@ class SendRing:
             raise trio.ClosedResourceError("this send ring is closed")
         view: Any = buffer if type(buffer) is bytes else ffi.from_buffer(buffer)
         n = len(view)
-        if not n:
-            return
-        if n > 0xFFFF_FFFF:
-            raise ValueError("a send ring entry holds at most 4 GiB - 1")
-        if not self._ring.room():
-            raise trio.WouldBlock
-        self._ring.push(view, view, n)
+        try:
+            if n > 0xFFFF_FFFF:
+                raise ValueError("a send ring entry holds at most 4 GiB - 1")
+            if n and not self._ring.room():
+                raise trio.WouldBlock
+        except BaseException:
+            if view is not buffer:
+                _let_go([view])
+            raise
+        if n:
+            self._ring.push(view, view, n)
 
     def clear(self) -> None:
         """Drop every buffer queued and not yet sent (what a short send left, say).
