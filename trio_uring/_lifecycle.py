@@ -127,6 +127,7 @@ from __future__ import annotations
 import enum
 import errno
 import itertools
+import os
 import threading
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
@@ -283,10 +284,11 @@ class FdState:
     ``retired`` (notify_closing), no op can start on it: the number may already
     name another file, which gets a new FdState. ``kept``: stream bytes a receive
     bundle got beyond what its caller asked for (`trio_uring._ops.RecvBundle`); the
-    next receive on the fd returns them first, and they go with the FdState.
+    next receive on the fd returns them first (`keep`, `take_kept`), and they go
+    with the FdState.
     """
 
-    __slots__ = ("background", "fd", "kept", "retired", "slots")
+    __slots__ = ("background", "fd", "kept", "kept_file", "retired", "slots")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -294,6 +296,31 @@ class FdState:
         self.background: set[Op] | None = None
         self.retired = False
         self.kept = b""
+        self.kept_file: tuple[int, int] | None = None
+
+    def keep(self, data: bytes) -> None:
+        """Keep ``data`` for the next receive of the file the fd names now."""
+        if not self.kept:
+            self.kept_file = _file_identity(self.fd)
+        self.kept += data
+
+    def take_kept(self) -> bytes:
+        """`kept`, if the fd still names the file they came from; else nothing. A
+        socket closed without notify_closing (garbage-collected, detached and
+        closed, closed through its stdlib socket) leaves its FdState behind, and the
+        next socket on that number must not receive the old one's bytes."""
+        if self.kept and (self.kept_file is None or _file_identity(self.fd) != self.kept_file):
+            self.kept = b""
+        return self.kept
+
+
+def _file_identity(fd: int) -> tuple[int, int] | None:
+    # A socket's inode names it for as long as it is open, whatever its fd number.
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 class Waiter:

@@ -538,7 +538,7 @@ class RecvBundle(RecvSelect):
     def result(self) -> bytes:
         data = super().result()
         if len(data) > self.nbytes:
-            self.fdstate.kept += data[self.nbytes :]
+            self.fdstate.keep(data[self.nbytes :])
             data = data[: self.nbytes]
         return data
 
