@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 import os
 import socket as stdlib_socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,6 +21,7 @@ import pytest
 import trio
 import trio.testing
 
+import trio_uring
 from trio_uring._ops import RecvBundle
 from trio_uring._ring_cffi import ffi
 
@@ -134,3 +135,84 @@ def test_kept_bytes_follow_a_detached_fd_into_its_new_socket() -> None:
                 assert got == data
 
     run_in_mode("bundle", main)
+
+
+# ---------------------------------------------------------------- receives that never succeed
+
+
+def run_stock(fn: Callable[[], Awaitable[None]]) -> None:
+    trio_uring.uninstall()
+    try:
+        trio.run(fn)
+    finally:
+        trio_uring.install()
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("backend", ["stock", "select", "bundle"])
+@pytest.mark.parametrize("method", ["recv", "recvfrom", "recvmsg"])
+def test_a_receive_that_fails_at_once_every_time_waits_until_cancelled(backend: str, method: str) -> None:
+    """recv(n, MSG_ERRQUEUE) on a TCP socket with data queued and nothing in its error
+    queue: every try says EAGAIN at once, and the socket stays readable. Trio waits
+    and tries again until cancelled; so must a waiting op that the kernel completes
+    with -EAGAIN (no BlockingIOError), and its cancel must land although the ASYNC_CANCEL
+    never finds the op in flight."""
+
+    async def main() -> None:
+        a, b = await stream_pair()
+        async with a, b:
+            await a.send_all(b"queued")
+            with trio.move_on_after(0.2) as scope:
+                await getattr(b.socket, method)(100, *([0] if method == "recvmsg" else []), stdlib_socket.MSG_ERRQUEUE)
+            assert scope.cancelled_caught
+            assert await b.receive_some() == b"queued"
+
+    if backend == "stock":
+        run_stock(main)
+    else:
+        run_in_mode(backend, main)
+
+
+# ---------------------------------------------------------------- arguments, as the stdlib
+
+
+ARGUMENTS: dict[str, Callable[[Any], Awaitable[Any]]] = {
+    "recv(2**31)": lambda s: s.recv(2**31),
+    "recv_into(buf, None)": lambda s: s.recv_into(bytearray(10), None),
+    "recv_into(buf, 2**63)": lambda s: s.recv_into(bytearray(10), 2**63),
+    "recvfrom_into(buf, None)": lambda s: s.recvfrom_into(bytearray(10), None),
+    "recvfrom_into(buf, 2**63)": lambda s: s.recvfrom_into(bytearray(10), 2**63),
+    "recvfrom_into(bytes)": lambda s: s.recvfrom_into(b"0123456789"),
+    "recvfrom_into(read-only view, 17)": lambda s: s.recvfrom_into(memoryview(b"0123456789"), 17),
+    "recvfrom_into(non-contiguous)": lambda s: s.recvfrom_into(memoryview(bytearray(20))[::2]),
+    "recvmsg(None)": lambda s: s.recvmsg(None),
+}
+
+
+async def _outcomes() -> dict[str, object]:
+    outcomes: dict[str, object] = {}
+    for name, call in ARGUMENTS.items():
+        a, b = stdlib_socket.socketpair(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_DGRAM)
+        with a, trio.socket.from_stdlib_socket(b) as sock:
+            a.send(b"one datagram")
+            try:
+                outcomes[name] = await call(sock)
+            except Exception as exc:
+                outcomes[name] = (type(exc), str(exc))
+    return outcomes
+
+
+@pytest.mark.parametrize("mode", ["select", "bundle"])
+def test_receive_arguments_get_the_stdlib_results_and_errors(mode: str) -> None:
+    """Sizes and buffers the stdlib takes or refuses in a particular way (a size over
+    the kernel's largest receive, None, 2**63, read-only and non-contiguous buffers):
+    the same result, or the same exception and message, as on stock Trio."""
+    stock: dict[str, object] = {}
+    uring: dict[str, object] = {}
+
+    async def main(into: dict[str, object]) -> None:
+        into.update(await _outcomes())
+
+    run_stock(lambda: main(stock))
+    run_in_mode(mode, lambda: main(uring))
+    assert uring == stock

@@ -136,6 +136,7 @@ import trio
 from trio.lowlevel import (
     Abort,
     cancel_shielded_checkpoint,
+    checkpoint_if_cancelled,
     current_task,
     enable_ki_protection,
     wait_task_rescheduled,
@@ -474,6 +475,10 @@ class Driver:
             await self.wait(op)
             if op.state is COMPLETED:
                 if -op.res in op.retry_errnos:
+                    # Nothing happened: a cancelled task leaves here. (An op that
+                    # fails at once every time, such as a MSG_ERRQUEUE receive with
+                    # nothing queued, never gives its ASYNC_CANCEL a chance to land.)
+                    await checkpoint_if_cancelled()
                     op.again()
                     self.start(op, st)
                     continue

@@ -483,7 +483,10 @@ class RecvSelect(Op):
     slot = READ
     sqe_flags = IOSQE_BUFFER_SELECT
     ioprio: ClassVar[int] = 0
-    retry_errnos = frozenset({_ENOBUFS})  # more receives landed in one tick than there are buffers
+    # ENOBUFS: more receives landed in one tick than there are buffers. EAGAIN: as
+    # for _SocketOp (and a receive that fails at once every time, such as one with
+    # MSG_ERRQUEUE and nothing queued, waits until cancelled, as Trio's does).
+    retry_errnos = frozenset({_ENOBUFS, _EAGAIN})
     used_for = "recv(), receive_some() that wait, into a kernel-picked buffer"
     since = "5.19"
 

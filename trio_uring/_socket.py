@@ -116,7 +116,10 @@ def _bufsize(bufsize: Any, method: str) -> int:
     return size
 
 
-def _nbytes(nbytes: int, available: int, method: str) -> int:
+def _nbytes(nbytes: Any, available: int, method: str) -> int:
+    nbytes = operator.index(nbytes)  # the stdlib's TypeError, then its OverflowError
+    if nbytes > sys.maxsize:
+        raise OverflowError("Python int too large to convert to C ssize_t")
     if nbytes < 0:
         raise ValueError(f"negative buffersize in {method}")
     if nbytes == 0:
@@ -170,6 +173,8 @@ def _recv(sock: UringSocket, fd: int, driver: Driver, bufsize: int, flags: int) 
     size = _bufsize(bufsize, "recv")
     if stream and size > _SCRATCH_MAX:
         size = _SCRATCH_MAX  # a stream recv may return less than asked for
+    elif size > _MAX_IO:
+        size = _MAX_IO  # the kernel refuses a longer RECV (and no datagram is that long)
     return RecvBytes(fd, driver.scratch(size), size, _flags(flags), stream)
 
 
@@ -585,6 +590,7 @@ class UringSocket(_SocketType):
         if driver is None or self.family not in _ENCODED_FAMILIES:
             return await super().recvfrom_into(buffer, nbytes, flags)
         try:
+            ffi.release(_writable(buffer, "recvfrom_into"))  # the stdlib's TypeError first
             view = memoryview(buffer).cast("B")
             view = view[: _nbytes(nbytes, len(view), "recvfrom_into")]
         except BaseException as exc:
@@ -600,7 +606,7 @@ class UringSocket(_SocketType):
         if driver is None or self.family not in _ENCODED_FAMILIES:
             return await super().recvmsg(bufsize, ancbufsize, flags)
         try:
-            if bufsize < 0:
+            if operator.index(bufsize) < 0:
                 raise ValueError("negative buffer size in recvmsg()")
             buf = bytearray(_bufsize(bufsize, "recvmsg"))
         except BaseException as exc:
