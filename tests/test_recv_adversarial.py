@@ -2,16 +2,18 @@
 (`FdState.kept`) against sockets closed behind Trio's back, fd numbers reused,
 detached fds and concurrent receivers, on the real kernel.
 
-Linux 6.18 keeps a bundle within its ``len`` in these scenarios, so a bundle that
-goes past it (as the kernel may: it appends what is queued when it filled its
-buffers) is made here by asking the kernel for more than the caller did
-(`overreaching_bundles`): the caller's count stays the op's ``nbytes``.
+Linux 6.18 goes past a bundle's ``len`` when the bundle filled it exactly (a count
+that is a whole number of buffers, such as receive_some() with 16 KiB buffers): it
+then appends what is queued. For a surplus at any count, the tests here ask the
+kernel for more than the caller did (`overreaching_bundles`): the caller's count
+stays the op's ``nbytes``.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import random
 import socket as stdlib_socket
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -216,3 +218,144 @@ def test_receive_arguments_get_the_stdlib_results_and_errors(mode: str) -> None:
     run_stock(lambda: main(stock))
     run_in_mode(mode, lambda: main(uring))
     assert uring == stock
+
+
+# ---------------------------------------------------------------- kept bytes and other receivers
+
+
+def test_a_receive_between_a_bundle_and_its_task_gets_the_kept_bytes_first() -> None:
+    """A bundle's CQE is handled (its bytes are taken from the socket) and its task is
+    rescheduled; another task's recv runs first. The bytes the bundle kept came
+    before anything still in the socket, so that recv must get them: read in the
+    order the receives took them, the stream is whole (as on stock Trio, where each
+    recv takes the next bytes when it runs)."""
+    data = bytes(range(256)) * 48
+
+    async def one_round() -> bool:
+        """Whether the recv ran between the bundle's CQE and its task."""
+        driver = current_driver()
+        a, b = await stream_pair()
+        async with a, b:
+            first: list[bytes] = []
+            second: list[bytes] = []
+
+            async def parked() -> None:
+                first.append(await b.receive_some(10))
+
+            async def other() -> None:
+                # Checkpoints until the bundle's CQE is handled (its slot is free);
+                # if its task has not run yet: more data, and a recv right then.
+                st = driver.fds[b.socket.fileno()]
+                while st.slots[0] is not None:
+                    await trio.lowlevel.checkpoint()
+                if not first:
+                    a.socket._sock.send(data[6000:])  # type: ignore[attr-defined]
+                    second.append(await b.socket.recv(100_000))
+
+            with overreaching_bundles():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(parked)
+                    await trio.testing.wait_all_tasks_blocked()
+                    nursery.start_soon(other)
+                    await a.send_all(data[:6000])
+            if not second:
+                await a.send_all(data[6000:])
+            await a.send_eof()
+            rest = bytearray()
+            while chunk := await b.receive_some():
+                rest += chunk
+            assert first[0] + b"".join(second) + rest == data
+            return bool(second)
+
+    async def main() -> None:
+        raced = 0
+        for _ in range(40):
+            raced += await one_round()
+            if raced >= 3:
+                return
+        raise AssertionError(f"the recv ran before the bundle's task in {raced} of 40 rounds")
+
+    run_in_mode("bundle", main, size=4096)
+
+
+# ---------------------------------------------------------------- every method, in order
+
+
+async def _receive_by(method: str, sock: Any, rng: random.Random) -> bytes:
+    """One receive of a random size by ``method``; the bytes it consumed."""
+    size = rng.choice((1, 7, 256, 1000, 4096, 20_000))
+    if method == "recv":
+        return bytes(await sock.recv(size))
+    if method == "recv_into":
+        buf = bytearray(size + 5)
+        n = await sock.recv_into(buf, size)
+        assert n <= size and buf[size:] == bytes(5)  # nothing past nbytes
+        return bytes(buf[:n])
+    if method == "recvfrom":
+        data, address = await sock.recvfrom(size)
+        assert address is None
+        return bytes(data)
+    if method == "recvfrom_into":
+        view = memoryview(bytearray(size))
+        n, _ = await sock.recvfrom_into(view)
+        return bytes(view[:n])
+    if method == "recvmsg":
+        data, ancdata, msg_flags, _ = await sock.recvmsg(size, 64)
+        assert ancdata == [] and msg_flags == 0
+        return bytes(data)
+    if method == "recvmsg_into":
+        bufs = [bytearray(size // 2), bytearray(size - size // 2)]
+        n, ancdata, msg_flags, _ = await sock.recvmsg_into(bufs, 64)
+        assert ancdata == [] and msg_flags == 0
+        return bytes(b"".join(bufs)[:n])
+    # a peek, then a receive of what it saw
+    peeked = await sock.recv(size, stdlib_socket.MSG_PEEK)
+    got = await sock.recv(len(peeked))
+    assert got == peeked
+    return bytes(got)
+
+
+METHODS = ("receive_some", "recv", "recv_into", "recvfrom", "recvfrom_into", "recvmsg", "recvmsg_into", "peek")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_receive_method_reads_the_stream_in_order_with_surplus_kept(seed: int) -> None:
+    """Property: receives by random methods and sizes, some parked while the peer
+    writes random amounts (bundles that go past their count, so bytes are kept),
+    some finding data: the bytes read are the bytes written, in order, and no
+    receive returns more than it was asked for."""
+    rng = random.Random(seed)
+
+    async def main() -> None:
+        a, b = await stream_pair()
+        sent = bytearray()
+        got = bytearray()
+        async with a, b:
+            for _ in range(80):
+                method = rng.choice(METHODS)
+                chunk = rng.randbytes(rng.choice((1, 100, 3000, 9000)))
+
+                async def one(method: str = method) -> None:
+                    if method == "receive_some":
+                        ask = rng.choice((1, 10, 4096, 65536))
+                        data = await b.receive_some(ask)
+                        assert len(data) <= ask
+                    else:
+                        data = await _receive_by(method, b.socket, rng)
+                    got.extend(data)
+
+                if len(got) < len(sent) and rng.random() < 0.4:
+                    await one()  # bytes kept or queued are there already
+                    continue
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(one)
+                    await trio.testing.wait_all_tasks_blocked()
+                    await a.send_all(chunk)
+                    sent.extend(chunk)
+            await a.send_eof()
+            while data := await b.receive_some():
+                got.extend(data)
+        assert got == sent
+
+    with overreaching_bundles():
+        run_in_mode("bundle", main, size=1024)

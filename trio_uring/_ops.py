@@ -536,14 +536,13 @@ class RecvBundle(RecvSelect):
     def complete(self, res: int, flags: int) -> None:
         self.res = res
         self.flags = flags
-        self.data = self.buffers.take(flags, res, res, bundle=True)
-
-    def result(self) -> bytes:
-        data = super().result()
+        data = self.buffers.take(flags, res, res, bundle=True)
         if len(data) > self.nbytes:
+            # Kept now, not when the task resumes: a receive that runs before it
+            # must get these bytes before any still in the socket.
             self.fdstate.keep(data[self.nbytes :])
             data = data[: self.nbytes]
-        return data
+        self.data = data
 
 
 def recv_waiting(fd: int, nbytes: int, msg_flags: int, buffers: BufferRing) -> RecvSelect:
