@@ -101,6 +101,7 @@ def test_kept_bytes_never_reach_the_next_socket_on_the_number(how: str) -> None:
             with overreaching_bundles():
                 await receive_with_surplus(a, b, b"old connection's bytes " * 20, 10)
             assert current_driver().fds[b.socket.fileno()].kept  # a surplus is kept
+            assert await b.receive_some(1) == b"t"  # (this socket may take them)
             fresh, peer = _tcp_pair()  # (before the number is free: Reuse moves it there)
             streams = [b]
             del b

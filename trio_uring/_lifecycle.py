@@ -129,6 +129,7 @@ import errno
 import itertools
 import os
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import outcome
@@ -289,7 +290,7 @@ class FdState:
     with the FdState.
     """
 
-    __slots__ = ("background", "fd", "kept", "kept_file", "retired", "slots")
+    __slots__ = ("background", "fd", "kept", "kept_file", "kept_reader", "retired", "slots")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -298,20 +299,29 @@ class FdState:
         self.retired = False
         self.kept = b""
         self.kept_file: tuple[int, int] | None = None
+        self.kept_reader: weakref.ref[object] | None = None  # a socket that passed take_kept's check
 
     def keep(self, data: bytes) -> None:
         """Keep ``data`` for the next receive of the file the fd names now."""
         if not self.kept:
             self.kept_file = _file_identity(self.fd)
+            self.kept_reader = None
         self.kept += data
 
-    def take_kept(self) -> bytes:
+    def take_kept(self, sock: object) -> bytes:
         """`kept`, if the fd still names the file they came from; else nothing. A
         socket closed without notify_closing (garbage-collected, detached and
         closed, closed through its stdlib socket) leaves its FdState behind, and the
-        next socket on that number must not receive the old one's bytes."""
-        if self.kept and (self.kept_file is None or _file_identity(self.fd) != self.kept_file):
-            self.kept = b""
+        next socket on that number must not receive the old one's bytes. ``sock``:
+        the stdlib socket asking; once it passed the check, it passes at once (while
+        open, it keeps its file)."""
+        if self.kept:
+            reader = self.kept_reader
+            if reader is None or reader() is not sock:
+                if self.kept_file is None or _file_identity(self.fd) != self.kept_file:
+                    self.kept = b""
+                else:
+                    self.kept_reader = weakref.ref(sock)
         return self.kept
 
 

@@ -290,7 +290,7 @@ class UringSocket(_SocketType):
             op.now = True
             if op.nothing_to_do():
                 res = 0
-            elif op.slot == READ and st.kept and st.take_kept():  # bytes a receive bundle kept come first
+            elif op.slot == READ and st.kept and st.take_kept(self._sock):  # bytes a receive bundle kept come first
                 consumed = op.from_kept(st.kept)
                 st.kept = st.kept[consumed:]
                 res = op.res
@@ -550,7 +550,7 @@ class UringSocket(_SocketType):
         scratch = driver.scratch(max_bytes)
         try:
             st = driver.fd(self._sock.fileno())
-            kept = st.kept and st.take_kept()  # bytes a receive bundle kept come first
+            kept = st.kept and st.take_kept(self._sock)  # bytes a receive bundle kept come first
             if not kept:
                 res = driver.recv_now(st, scratch, max_bytes, 0)  # MSG_DONTWAIT: data or -EAGAIN
         except BaseException as exc:
