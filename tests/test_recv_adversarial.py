@@ -11,6 +11,7 @@ stays the op's ``nbytes``.
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import random
@@ -24,6 +25,7 @@ import trio
 import trio.testing
 
 import trio_uring
+from trio_uring import _recvmodes
 from trio_uring._ops import RecvBundle
 from trio_uring._ring_cffi import ffi
 
@@ -360,3 +362,36 @@ def test_every_receive_method_reads_the_stream_in_order_with_surplus_kept(seed: 
 
     with overreaching_bundles():
         run_in_mode("bundle", main, size=1024)
+
+
+# ---------------------------------------------------------------- the self-check, out of fds
+
+
+def _open_fds() -> set[int]:
+    used = set()
+    for fd in range(4096):
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue
+        used.add(fd)
+    return used
+
+
+def test_a_self_check_that_gets_its_ring_but_no_sockets_leaves_nothing_open() -> None:
+    """RLIMIT_NOFILE leaves room for one more fd: the self-check's private ring opens,
+    its TCP pair cannot (EMFILE). The check fails (select), and closes its ring:
+    a process out of fds must not lose one more to a check."""
+    import resource
+
+    before = _open_fds()
+    free = [fd for fd in range(4096) if fd not in before]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (free[1], hard))  # just free[0] left
+    try:
+        with pytest.raises(OSError) as info:
+            _recvmodes._receive_known_stream("bundle")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert info.value.errno == errno.EMFILE
+    assert _open_fds() == before
