@@ -468,8 +468,9 @@ class Driver:
         """Start ``op``, wait for it, and return its result (or raise). The caller
         has passed a cancel point (``checkpoint_if_cancelled``).
 
-        An error in ``op.retry_errnos`` submits it again, through `start`: a retry
-        is refused like any other op once the fd is retired.
+        An error in ``op.retry_errnos`` (it did nothing) submits it again, through
+        `start`: a retry is refused like any other op once the fd is retired, and
+        is not made for a task that was cancelled meanwhile.
         """
         if op.ready_poll is not None and isinstance(op, _SocketOp):
             # Tried at once already by its caller, and it would block.
