@@ -117,20 +117,20 @@ def _bufsize(bufsize: Any, method: str) -> int:
 
 
 def _nbytes(nbytes: Any, available: int, method: str) -> int:
-    nbytes = operator.index(nbytes)  # the stdlib's TypeError, then its OverflowError
-    if nbytes > sys.maxsize:
+    n: int = operator.index(nbytes)  # the stdlib's TypeError, then its OverflowError
+    if n > sys.maxsize:
         raise OverflowError("Python int too large to convert to C ssize_t")
-    if nbytes < 0:
+    if n < 0:
         raise ValueError(f"negative buffersize in {method}")
-    if nbytes == 0:
+    if n == 0:
         return available
-    if nbytes > available:
+    if n > available:
         raise ValueError(
             "nbytes is greater than the length of the buffer"
             if method == "recvfrom_into"
             else "buffer too small for requested bytes"
         )
-    return nbytes
+    return n
 
 
 def _writable(buffer: Any, method: str) -> Any:
