@@ -323,7 +323,7 @@ def test_bytes_kept_from_a_bundle_come_first_for_every_receive_method() -> None:
             sock = b.socket
             st = driver.fd(sock.fileno())
             await a.send_all(b"-tail")
-            st.kept = b"0123456789"
+            st.keep(b"0123456789")
             assert await sock.recv(3) == b"012"
             buf = bytearray(3)
             assert await sock.recv_into(buf) == 3 and buf == b"345"
@@ -499,7 +499,7 @@ def test_kept_bytes_do_not_reach_a_socket_that_takes_the_number() -> None:
             peer, _ = server.accept()
         try:
             driver = current_driver()
-            driver.fd(victim.fileno()).kept = b"old socket's bytes"
+            driver.fd(victim.fileno()).keep(b"old socket's bytes")
             reuse = close_and_reuse(victim)
             try:
                 new = trio.socket.from_stdlib_socket(reuse.sock)

@@ -127,7 +127,9 @@ from __future__ import annotations
 import enum
 import errno
 import itertools
+import os
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import outcome
@@ -135,6 +137,7 @@ import trio
 from trio.lowlevel import (
     Abort,
     cancel_shielded_checkpoint,
+    checkpoint_if_cancelled,
     current_task,
     enable_ki_protection,
     wait_task_rescheduled,
@@ -283,10 +286,11 @@ class FdState:
     ``retired`` (notify_closing), no op can start on it: the number may already
     name another file, which gets a new FdState. ``kept``: stream bytes a receive
     bundle got beyond what its caller asked for (`trio_uring._ops.RecvBundle`); the
-    next receive on the fd returns them first, and they go with the FdState.
+    next receive on the fd returns them first (`keep`, `take_kept`), and they go
+    with the FdState.
     """
 
-    __slots__ = ("background", "fd", "kept", "retired", "slots")
+    __slots__ = ("background", "fd", "kept", "kept_file", "kept_reader", "retired", "slots")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -294,6 +298,40 @@ class FdState:
         self.background: set[Op] | None = None
         self.retired = False
         self.kept = b""
+        self.kept_file: tuple[int, int] | None = None
+        self.kept_reader: weakref.ref[object] | None = None  # a socket that passed take_kept's check
+
+    def keep(self, data: bytes) -> None:
+        """Keep ``data`` for the next receive of the file the fd names now."""
+        if not self.kept:
+            self.kept_file = _file_identity(self.fd)
+            self.kept_reader = None
+        self.kept += data
+
+    def take_kept(self, sock: object) -> bytes:
+        """`kept`, if the fd still names the file they came from; else nothing. A
+        socket closed without notify_closing (garbage-collected, detached and
+        closed, closed through its stdlib socket) leaves its FdState behind, and the
+        next socket on that number must not receive the old one's bytes. ``sock``:
+        the stdlib socket asking; once it passed the check, it passes at once (while
+        open, it keeps its file)."""
+        if self.kept:
+            reader = self.kept_reader
+            if reader is None or reader() is not sock:
+                if self.kept_file is None or _file_identity(self.fd) != self.kept_file:
+                    self.kept = b""
+                else:
+                    self.kept_reader = weakref.ref(sock)
+        return self.kept
+
+
+def _file_identity(fd: int) -> tuple[int, int] | None:
+    # A socket's inode names it for as long as it is open, whatever its fd number.
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 class Waiter:
@@ -430,8 +468,9 @@ class Driver:
         """Start ``op``, wait for it, and return its result (or raise). The caller
         has passed a cancel point (``checkpoint_if_cancelled``).
 
-        An error in ``op.retry_errnos`` submits it again, through `start`: a retry
-        is refused like any other op once the fd is retired.
+        An error in ``op.retry_errnos`` (it did nothing) submits it again, through
+        `start`: a retry is refused like any other op once the fd is retired, and
+        is not made for a task that was cancelled meanwhile.
         """
         if op.ready_poll is not None and isinstance(op, _SocketOp):
             # Tried at once already by its caller, and it would block.
@@ -447,6 +486,10 @@ class Driver:
             await self.wait(op)
             if op.state is COMPLETED:
                 if -op.res in op.retry_errnos:
+                    # Nothing happened: a cancelled task leaves here. (An op that
+                    # fails at once every time, such as a MSG_ERRQUEUE receive with
+                    # nothing queued, never gives its ASYNC_CANCEL a chance to land.)
+                    await checkpoint_if_cancelled()
                     op.again()
                     self.start(op, st)
                     continue

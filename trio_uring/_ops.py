@@ -483,7 +483,10 @@ class RecvSelect(Op):
     slot = READ
     sqe_flags = IOSQE_BUFFER_SELECT
     ioprio: ClassVar[int] = 0
-    retry_errnos = frozenset({_ENOBUFS})  # more receives landed in one tick than there are buffers
+    # ENOBUFS: more receives landed in one tick than there are buffers. EAGAIN: as
+    # for _SocketOp (and a receive that fails at once every time, such as one with
+    # MSG_ERRQUEUE and nothing queued, waits until cancelled, as Trio's does).
+    retry_errnos = frozenset({_ENOBUFS, _EAGAIN})
     used_for = "recv(), receive_some() that wait, into a kernel-picked buffer"
     since = "5.19"
 
@@ -533,14 +536,13 @@ class RecvBundle(RecvSelect):
     def complete(self, res: int, flags: int) -> None:
         self.res = res
         self.flags = flags
-        self.data = self.buffers.take(flags, res, res, bundle=True)
-
-    def result(self) -> bytes:
-        data = super().result()
+        data = self.buffers.take(flags, res, res, bundle=True)
         if len(data) > self.nbytes:
-            self.fdstate.kept += data[self.nbytes :]
+            # Kept now, not when the task resumes: a receive that runs before it
+            # must get these bytes before any still in the socket.
+            self.fdstate.keep(data[self.nbytes :])
             data = data[: self.nbytes]
-        return data
+        self.data = data
 
 
 def recv_waiting(fd: int, nbytes: int, msg_flags: int, buffers: BufferRing) -> RecvSelect:

@@ -116,18 +116,21 @@ def _bufsize(bufsize: Any, method: str) -> int:
     return size
 
 
-def _nbytes(nbytes: int, available: int, method: str) -> int:
-    if nbytes < 0:
+def _nbytes(nbytes: Any, available: int, method: str) -> int:
+    n: int = operator.index(nbytes)  # the stdlib's TypeError, then its OverflowError
+    if n > sys.maxsize:
+        raise OverflowError("Python int too large to convert to C ssize_t")
+    if n < 0:
         raise ValueError(f"negative buffersize in {method}")
-    if nbytes == 0:
+    if n == 0:
         return available
-    if nbytes > available:
+    if n > available:
         raise ValueError(
             "nbytes is greater than the length of the buffer"
             if method == "recvfrom_into"
             else "buffer too small for requested bytes"
         )
-    return nbytes
+    return n
 
 
 def _writable(buffer: Any, method: str) -> Any:
@@ -177,6 +180,8 @@ def _recv(sock: UringSocket, fd: int, driver: Driver, bufsize: int, flags: int) 
     size = _bufsize(bufsize, "recv")
     if stream and size > _SCRATCH_MAX:
         size = _SCRATCH_MAX  # a stream recv may return less than asked for
+    elif size > _MAX_IO:
+        size = _MAX_IO  # the kernel refuses a longer RECV (and no datagram is that long)
     return RecvBytes(fd, driver.scratch(size), size, _flags(flags), stream)
 
 
@@ -292,7 +297,7 @@ class UringSocket(_SocketType):
             op.now = True
             if op.nothing_to_do():
                 res = 0
-            elif st.kept and op.slot == READ:  # bytes a receive bundle kept come first
+            elif op.slot == READ and st.kept and st.take_kept(self._sock):  # bytes a receive bundle kept come first
                 consumed = op.from_kept(st.kept)
                 st.kept = st.kept[consumed:]
                 res = op.res
@@ -553,7 +558,7 @@ class UringSocket(_SocketType):
         scratch = driver.scratch(max_bytes)
         try:
             st = driver.fd(self._sock.fileno())
-            kept = st.kept  # bytes a receive bundle kept come first
+            kept = st.kept and st.take_kept(self._sock)  # bytes a receive bundle kept come first
             if not kept:
                 res = driver.recv_now(st, scratch, max_bytes, 0)  # MSG_DONTWAIT: data or -EAGAIN
         except BaseException as exc:
@@ -593,6 +598,7 @@ class UringSocket(_SocketType):
         if driver is None or self.family not in _ENCODED_FAMILIES:
             return await super().recvfrom_into(buffer, nbytes, flags)
         try:
+            ffi.release(_writable(buffer, "recvfrom_into"))  # the stdlib's TypeError first
             view = memoryview(buffer).cast("B")
             view = view[: _nbytes(nbytes, len(view), "recvfrom_into")]
         except BaseException as exc:
@@ -608,7 +614,7 @@ class UringSocket(_SocketType):
         if driver is None or self.family not in _ENCODED_FAMILIES:
             return await super().recvmsg(bufsize, ancbufsize, flags)
         try:
-            if bufsize < 0:
+            if operator.index(bufsize) < 0:
                 raise ValueError("negative buffer size in recvmsg()")
             buf = bytearray(_bufsize(bufsize, "recvmsg"))
         except BaseException as exc:
