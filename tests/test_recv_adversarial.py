@@ -395,3 +395,47 @@ def test_a_self_check_that_gets_its_ring_but_no_sockets_leaves_nothing_open() ->
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert info.value.errno == errno.EMFILE
     assert _open_fds() == before
+
+
+# ---------------------------------------------------------------- MSG_TRUNC on a stream
+
+
+@pytest.mark.parametrize("mode", ["select", "bundle"])
+@pytest.mark.parametrize("when", ["at once", "waiting"])
+def test_msg_trunc_on_a_stream_never_returns_another_connections_bytes(mode: str, when: str) -> None:
+    """recv(n, MSG_TRUNC) on TCP: the kernel discards n bytes and writes nothing into
+    the buffer. What comes back must not be a buffer another connection's bytes went
+    through (the scratch buffer, a provided buffer): stock Trio returns a fresh
+    buffer; we return zeros."""
+    secret = b"SECRET of another connection " * 8
+
+    async def main() -> None:
+        (a, a_peer), (b, b_peer) = _tcp_pair(), _tcp_pair()
+        with a, a_peer, b, b_peer:
+            other = trio.socket.from_stdlib_socket(a)
+            sock = trio.socket.from_stdlib_socket(b)
+            # The other connection's bytes go through the same buffers: the scratch
+            # buffer (received at once) and the only provided buffer (waiting).
+            a_peer.send(secret)
+            await trio.sleep(0.01)
+            assert await other.recv(len(secret)) == secret
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(other.recv, len(secret))
+                await trio.testing.wait_all_tasks_blocked()
+                a_peer.send(secret)
+            if when == "at once":
+                b_peer.send(b"." * 100)
+                await trio.sleep(0.01)
+                got = await sock.recv(100, stdlib_socket.MSG_TRUNC)
+            else:
+                async with trio.open_nursery() as nursery:
+
+                    async def later() -> None:
+                        await trio.testing.wait_all_tasks_blocked()
+                        b_peer.send(b"." * 100)
+
+                    nursery.start_soon(later)
+                    got = await sock.recv(100, stdlib_socket.MSG_TRUNC)
+            assert got == bytes(100)
+
+    run_in_mode(mode, main, buffers=1, size=len(secret))

@@ -120,6 +120,7 @@ CASES: dict[str, Case] = {
     "send(flags=2**40)": lambda e: e.server.send(b"x", 2**40),
     "send(flags=0.0)": lambda e: e.server.send(b"x", 0.0),
     "send(memoryview, flags=0.0)": lambda e: e.server.send(memoryview(b"x"), 0.0),
+    "recv(10, flags=0.0)": lambda e: e.server.recv(10, 0.0),
     "recvfrom(-1)": lambda e: e.udp.recvfrom(-1),
     "recvfrom(2**64), data waiting": lambda e: _recvfrom_huge(e, 2**64),
     "recvfrom_into(buf, -1)": lambda e: e.udp.recvfrom_into(bytearray(4), -1),
@@ -399,6 +400,7 @@ async def _operation(**fields: Any) -> None:
 BORROWING: dict[str, Callable[[dict[str, Any], memoryview], Awaitable[object]]] = {
     "send(flags='x')": lambda s, view: s["a"].send(view, "x"),
     "sendmsg(flags='x')": lambda s, view: s["a"].sendmsg([view], [], "x"),
+    "recvmsg_into(flags='x')": lambda s, view: s["a"].recvmsg_into([view], 0, "x"),
     "direct send(flags='x')": lambda s, view: _direct_send(view, "x"),
     "lowlevel SendRing.push(full)": lambda s, view: _push_to_a_full_send_ring(view),
     "lowlevel Operation(addr=view, addr3='x')": lambda s, view: _operation(fd=s["a"], addr=view, addr3="x"),

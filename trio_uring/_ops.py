@@ -116,6 +116,7 @@ _NO_OFFSET: Final = 0xFFFF_FFFF_FFFF_FFFF  # (u64)-1: a pipe end's offset, "none
 MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
 _NOT_DONTWAIT: Final = ~MSG_DONTWAIT
 MSG_PEEK: Final = int(socket.MSG_PEEK)
+MSG_TRUNC: Final = int(socket.MSG_TRUNC)
 # A receive that waits returns what arrives first, as Trio's does on epoll (its
 # MSG_DONTWAIT retry after readiness returns what is there): MSG_WAITALL is not
 # passed to a waiting op, which would hold the task until all of it came.
@@ -461,7 +462,9 @@ class RecvBytes(Recv):
         return data
 
     def waiting(self, buffers: Callable[[], BufferRing]) -> Op:
-        if self.stream:
+        # (MSG_TRUNC on a stream writes nothing into the buffer: not a provided one,
+        # which holds bytes of another connection, but a fresh, zeroed one.)
+        if self.stream and not self.msg_flags & MSG_TRUNC:
             return recv_waiting(self.fd, self.nbytes, self.msg_flags, buffers())
         return RecvBytes(self.fd, ffi.new("char[]", self.nbytes), self.nbytes, self.msg_flags, self.stream)
 

@@ -56,6 +56,7 @@ from . import _sockaddr
 from ._iomanager import current_driver, first_tick_hooks, running_driver
 from ._lifecycle import Driver, FdState, State, protect_from_keyboard_interrupt
 from ._ops import (
+    MSG_TRUNC,
     READ,
     AcceptMulti,
     Connect,
@@ -182,7 +183,12 @@ def _recv(sock: UringSocket, fd: int, driver: Driver, bufsize: int, flags: int) 
         size = _SCRATCH_MAX  # a stream recv may return less than asked for
     elif size > _MAX_IO:
         size = _MAX_IO  # the kernel refuses a longer RECV (and no datagram is that long)
-    return RecvBytes(fd, driver.scratch(size), size, _flags(flags), stream)
+    msg_flags = _flags(flags)
+    # MSG_TRUNC on a stream discards the bytes and reports their count: what the
+    # caller gets back is our buffer, so a fresh (zeroed) one, never the scratch
+    # buffer another connection's bytes went through.
+    buf = ffi.new("char[]", size) if msg_flags & MSG_TRUNC else driver.scratch(size)
+    return RecvBytes(fd, buf, size, msg_flags, stream)
 
 
 def _recv_into(sock: UringSocket, fd: int, buffer: Any, nbytes: int, flags: int) -> Recv:
@@ -203,6 +209,7 @@ def _sendmsg(
 
 
 def _recvmsg(sock: UringSocket, fd: int, buffers: Iterable[Any], ancbufsize: int, flags: int) -> RecvMsg:
+    msg_flags = _flags(flags)  # before the buffers are borrowed (see _send)
     ancbufsize = operator.index(ancbufsize)
     if ancbufsize > sys.maxsize:
         raise OverflowError("Python int too large to convert to C ssize_t")
@@ -211,7 +218,7 @@ def _recvmsg(sock: UringSocket, fd: int, buffers: Iterable[Any], ancbufsize: int
     msg = _sockaddr.MsgHdr(
         buffers, writable=True, name_capacity=_sockaddr.SOCKADDR_STORAGE_SIZE, control_capacity=ancbufsize
     )
-    return RecvMsg(fd, msg, _flags(flags), sock.family)
+    return RecvMsg(fd, msg, msg_flags, sock.family)
 
 
 @protect_from_keyboard_interrupt
@@ -544,7 +551,8 @@ class UringSocket(_SocketType):
         driver = self._uring_driver()
         if driver is None:
             return await super().recv(bufsize, flags)
-        if self._stream and flags == 0 and type(bufsize) is int and 0 < bufsize <= sys.maxsize:
+        if self._stream and type(flags) is int and flags == 0 and type(bufsize) is int and 0 < bufsize <= sys.maxsize:
+            # (Flags that only equal 0, such as 0.0, go the long way: the stdlib's TypeError.)
             return await self._receive_some(driver, bufsize)  # no op object unless it waits
         return await self._io(driver, _recv, driver, bufsize, flags)  # type: ignore[no-any-return]
 
