@@ -787,3 +787,21 @@ async def test_send_all_to_a_peer_that_shut_down_and_does_not_read_is_cancelled_
             got += chunk
         assert 0 < len(got) < len(data)
         assert got == data[: len(got)]
+
+
+async def test_msg_trunc_on_a_direct_stream_never_returns_another_connections_bytes() -> None:
+    """recv(n, MSG_TRUNC) on TCP: the kernel writes nothing into the buffer; what
+    comes back must not be the scratch buffer another connection's bytes went
+    through (as for socket.recv, tests/test_recv_adversarial.py)."""
+    secret = b"SECRET of another connection " * 4
+    (a, a_peer), (b, b_peer) = await direct_pair(), await direct_pair()
+    async with a, a_peer, b, b_peer:
+        await a_peer.send_all(secret)
+        got = b""
+        while len(got) < len(secret):
+            got += await a.receive_some(len(secret))  # through the driver's scratch buffer
+        await b_peer.send_all(b"." * 100)
+        await trio.sleep(0.01)
+        assert await b.socket.recv(100, stdlib_socket.MSG_TRUNC) == bytes(100)
+        with pytest.raises(TypeError):
+            await b.socket.recv(100, "x")

@@ -69,6 +69,7 @@ from . import _sockaddr
 from ._iomanager import current_driver
 from ._lifecycle import Driver, FdState, State, Waiter, protect_from_keyboard_interrupt
 from ._ops import (
+    MSG_TRUNC,
     READ,
     AcceptMulti,
     DirectAccept,
@@ -307,9 +308,15 @@ class DirectSocket:
             bufsize = operator.index(bufsize)
             if bufsize < 0:
                 raise ValueError("negative buffersize in recv")
+            flags = _flags(flags)
         except BaseException as exc:
             await _raise_after_checkpoint(exc)
-        return await self._recv(st, bufsize, flags)
+        data = await self._recv(st, bufsize, flags)
+        if flags & MSG_TRUNC and self.type & 0xF == _stdlib_socket.SOCK_STREAM:
+            # The kernel discarded the bytes without writing them: the buffer we
+            # read is one another connection's bytes went through.
+            return bytes(len(data))
+        return data
 
     async def _recv(self, st: FdState, bufsize: int, flags: int) -> bytes:
         # The caller passed a cancel point. What has arrived comes back with one
