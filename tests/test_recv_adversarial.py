@@ -439,3 +439,58 @@ def test_msg_trunc_on_a_stream_never_returns_another_connections_bytes(mode: str
             assert got == bytes(100)
 
     run_in_mode(mode, main, buffers=1, size=len(secret))
+
+
+# ---------------------------------------------------------------- kept bytes and the end of a run
+
+
+@pytest.mark.parametrize("then", ["the same socket", "a new socket on the number"])
+def test_kept_bytes_outlive_their_run_with_their_socket(then: str) -> None:
+    """A socket outlives the run in which a bundle kept bytes for it (a stdlib socket
+    wrapped in two runs): the next run's first receive on it gets them, in order
+    (they were lost with the run's FdStates); a new socket that took the number
+    between the runs never does."""
+    a, b = _tcp_pair()
+    data = random.Random(7).randbytes(20_000)
+    got = bytearray()
+
+    async def first() -> None:
+        sock = trio.socket.from_stdlib_socket(b)
+        async with trio.open_nursery() as nursery:
+
+            async def reader() -> None:
+                got.extend(await sock.recv(100))
+
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            a.sendall(data)
+        assert current_driver().fds[b.fileno()].kept  # a surplus is kept when the run ends
+
+    with a:
+        with overreaching_bundles():
+            run_in_mode("bundle", first)
+        if then == "the same socket":
+            a.shutdown(stdlib_socket.SHUT_WR)
+
+            async def second() -> None:
+                sock = trio.socket.from_stdlib_socket(b)
+                while chunk := await sock.recv(65536):
+                    got.extend(chunk)
+
+            run_in_mode("bundle", second)
+            b.close()
+            assert got == data
+        else:
+            fresh, peer = _tcp_pair()
+            number = b.fileno()
+            b.close()
+            reuse = Reuse(number, fresh, peer)
+
+            async def second() -> None:
+                new = trio.socket.from_stdlib_socket(reuse.sock)
+                assert await new.recv(100) == B_DATA
+
+            try:
+                run_in_mode("bundle", second)
+            finally:
+                reuse.close()

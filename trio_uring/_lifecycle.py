@@ -250,6 +250,7 @@ _EAGAIN: Final = -errno.EAGAIN
 # The buffer group id of the provided-buffer ring (one per ring).
 RECV_BUFFER_GROUP: Final = 0
 
+
 class _Woken(outcome.Outcome):  # type: ignore[type-arg]
     """What a task parked on an op is resumed with: nothing (the op says the rest).
 
@@ -287,7 +288,8 @@ class FdState:
     name another file, which gets a new FdState. ``kept``: stream bytes a receive
     bundle got beyond what its caller asked for (`trio_uring._ops.RecvBundle`); the
     next receive on the fd returns them first (`keep`, `take_kept`), and they go
-    with the FdState.
+    with the FdState (or, fd still open at the end of the run, to the next run's:
+    `_kept_between_runs`).
     """
 
     __slots__ = ("background", "fd", "kept", "kept_file", "kept_reader", "retired", "slots")
@@ -323,6 +325,13 @@ class FdState:
                 else:
                     self.kept_reader = weakref.ref(sock)
         return self.kept
+
+
+#: Bytes receive bundles kept for fds still open when their run ended (a socket
+#: may outlive its run and be received from in the next one): by fd number, with
+#: the file they came from. The next run's FdState for the number takes them
+#: (`Driver.fd`); `FdState.take_kept` gives them only to that same file.
+_kept_between_runs: dict[int, tuple[tuple[int, int] | None, bytes]] = {}
 
 
 def _file_identity(fd: int) -> tuple[int, int] | None:
@@ -380,6 +389,8 @@ class Driver:
         st = self.fds.get(fd)
         if st is None:
             st = self.fds[fd] = FdState(fd)
+            if _kept_between_runs and fd in _kept_between_runs:
+                st.kept_file, st.kept = _kept_between_runs.pop(fd)
         return st
 
     def buffers(self) -> BufferRing:
@@ -738,6 +749,9 @@ class Driver:
                 op.state = State.ABANDONED  # the one ASYNC_CANCEL_ANY below stands for their cancels
             else:
                 self._advance(op, Event.ABANDON)
+        for st in self.fds.values():
+            if st.kept and not st.retired:
+                _kept_between_runs[st.fd] = (st.kept_file, st.kept)
         self.fds.clear()
         rc = self._write.cancel(0, ASYNC_CANCEL_ANY, 0, CANCEL_USER_DATA)
         if rc:
