@@ -98,6 +98,9 @@ _EAGAIN: Final = -errno.EAGAIN
 _MAX_RW: Final = 0x7FFF_F000  # what one read(2)/write(2) moves at most on Linux
 _LINE_CHUNK: Final = 8192
 _FSYNC_DATASYNC: Final = 1  # IORING_FSYNC_DATASYNC
+#: read(n)'s buffer, left uninitialised as the stdlib's is: a large n costs only
+#: the pages the kernel fills (zeroing would commit all n bytes of RAM at once).
+_uninitialised: Final = ffi.new_allocator(should_clear_after_alloc=False)
 
 #: Trio's own, whatever `trio_uring.use_ring_files` does to ``trio.open_file`` later.
 trio_open_file: Final = trio.open_file
@@ -174,6 +177,14 @@ async def open_file(
         st_mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(st_mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+        if stat.S_ISFIFO(st_mode) and flags & os.O_ACCMODE == os.O_RDONLY:
+            # OPENAT first tries O_NONBLOCK, which opens a FIFO for reading at once
+            # with no writer (its reads then end at once); open(2) waits for one.
+            # Trio's open does that wait; ours is closed only after (a reader all
+            # along: a writer meanwhile is never refused).
+            reopened = await trio_open_file(file, mode, buffering, encoding, errors, newline, closefd, opener)
+            close_quietly(fd)
+            return reopened
         if not binary or not stat.S_ISREG(st_mode):
             # Trio's thread path for every call, on the fd the ring opened.
             obj = open(fd, mode, buffering, encoding, errors, newline, closefd=True)  # noqa: SIM115
@@ -324,7 +335,7 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
         """Up to ``n`` bytes at the file position: one READ, or (``loop``) as many
         as it takes to get ``n`` or reach the end of the file. A cancel after some
         bytes were read puts the position back by that many."""
-        buf = bytearray(n)
+        buf = ffi.buffer(_uninitialised("char[]", n))
         got = 0
         try:
             while got < n:
@@ -337,8 +348,7 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
             if got:
                 self._unread(got)
             raise
-        del buf[got:]
-        return bytes(buf)
+        return buf[:got]  # type: ignore[no-any-return]  # (bytes: a copy of what was read)
 
     async def _read_all(self) -> bytes:
         """To the end of the file, as FileIO.readall and BufferedReader.read(-1) do
@@ -444,6 +454,7 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
         except TypeError:
             return await self._thread(getattr(w, method), buffer)  # type: ignore[no-any-return]
         if self._closed or w.closed or not w.readable():
+            view.release()  # (not left in the error's traceback: the buffer could not be resized)
             return await self._thread(getattr(w, method), buffer)  # type: ignore[no-any-return]
 
         async def work() -> int:
@@ -576,7 +587,7 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
             view = memoryview(data)
         except TypeError:
             return await self._thread(w.write, data)  # type: ignore[no-any-return]
-        if self._closed or w.closed or not w.writable():
+        if self._closed or w.closed or not w.writable() or not view.c_contiguous:  # (the stdlib's error)
             view.release()
             return await self._thread(w.write, data)  # type: ignore[no-any-return]
 
@@ -596,17 +607,14 @@ class UringFile(trio._file_io.AsyncIOWrapper[Any]):
         w = self._wrapped
         if self._closed or w.closed or not w.writable():
             return await self._thread(w.writelines, lines)  # type: ignore[no-any-return]
-        parts = []
+        out = io.BytesIO()
         error: BaseException | None = None
         try:
             for line in lines:
-                try:
-                    parts.append(memoryview(line).cast("B").tobytes())
-                except TypeError:
-                    raise TypeError(f"a bytes-like object is required, not '{type(line).__name__}'") from None
+                out.write(line)  # (a bad line: the stdlib write's TypeError or BufferError)
         except Exception as exc:  # the lines before it are written, as the stdlib's are
             error = exc
-        data = b"".join(parts)
+        data = out.getvalue()
 
         async def work() -> None:
             if data:

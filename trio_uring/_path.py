@@ -89,9 +89,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
         """Like pathlib's read_text: the bytes through the ring, decoded as the stdlib does."""
         encoding = _text_encoding(encoding)
         async with await open_file(self, "rb") as f:
-            if not isinstance(f, UringFile):  # not a regular file: the thread path, as Trio
-                return await TRIO_PATH["read_text"](self, encoding, errors)  # type: ignore[no-any-return]
-            data = await f.read()
+            data = await f.read()  # (not opened twice: a FIFO's second open waits for another writer)
         with io.TextIOWrapper(io.BytesIO(data), encoding=encoding, errors=errors) as text:
             return text.read()
 
