@@ -151,3 +151,36 @@ def test_non_contiguous_writes_raise_as_the_stdlib(tmp_path: pathlib.Path, buffe
     trio_ref, ours = trio_uring.run(main)
     assert ours == trio_ref
     assert trio_ref[0][0][0] is BufferError
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("mode", ["wb", "ab", "w"])
+def test_an_open_waiting_for_a_fifos_reader_is_cancellable(tmp_path: pathlib.Path, mode: str) -> None:
+    # Opening a FIFO for writing waits (in io-wq) for a reader. The ASYNC_CANCEL
+    # interrupts it, and OPENAT then reports -ERESTARTSYS, a kernel-internal errno:
+    # it reached the caller as OSError 512 ("Unknown error 512") instead of
+    # Cancelled. (Trio's open cannot be cancelled there at all.)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    async def main() -> None:
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(3):
+            with trio.move_on_after(0.2) as scope:
+                await trio_uring.open_file(fifo, mode)
+            assert scope.cancelled_caught
+        # Nothing left waiting that a reader could still complete (and leak).
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        await trio.sleep(0.1)
+        os.close(reader)
+        assert len(os.listdir("/proc/self/fd")) == before
+        # And a plain open still works once a reader is there.
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            async with await trio_uring.open_file(fifo, mode) as f:
+                await f.write(b"x" if "b" in mode else "x")
+            assert os.read(reader, 10) == b"x"
+        finally:
+            os.close(reader)
+
+    trio_uring.run(main)
