@@ -184,3 +184,36 @@ def test_an_open_waiting_for_a_fifos_reader_is_cancellable(tmp_path: pathlib.Pat
             os.close(reader)
 
     trio_uring.run(main)
+
+
+def test_path_errors_name_the_path_as_trios_do(tmp_path: pathlib.Path) -> None:
+    # An OSError's filename is what the os call got: on Python 3.11 the path's
+    # str, on newer ones the pathlib object. Ours always gave a PosixPath, so
+    # `exc.filename == str(path)` held for Trio's and not for ours.
+    (tmp_path / "file").write_bytes(b"x")
+    (tmp_path / "dir").mkdir()
+
+    async def attempt(path: Any, call: str, *args: Any) -> Any:
+        try:
+            await getattr(path, call)(*args)
+        except OSError as exc:
+            return type(exc), exc.errno, exc.filename, type(exc.filename), exc.filename2, type(exc.filename2)
+        return None
+
+    async def main() -> None:
+        missing, other = str(tmp_path / "missing"), tmp_path / "file" / "x"
+        for call, name, args in [
+            ("stat", missing, ()),
+            ("stat", str(other), ()),
+            ("unlink", missing, ()),
+            ("rmdir", str(tmp_path / "file"), ()),
+            ("mkdir", str(tmp_path / "dir"), ()),
+            ("rename", missing, (str(tmp_path / "z"),)),
+            ("rename", missing, (tmp_path / "z",)),
+            ("rename", str(tmp_path / "file"), (other,)),
+        ]:
+            ours = await attempt(trio_uring.Path(name), call, *args)
+            assert ours is not None
+            assert ours == await attempt(trio.Path(name), call, *args), (call, name, args)
+
+    trio_uring.run(main)

@@ -126,7 +126,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
         path = _c_path(self)
         if driver is None or path is None:
             return await TRIO_PATH["stat"](self, follow_symlinks=follow_symlinks)  # type: ignore[no-any-return]
-        op = Statx(path, 0 if follow_symlinks else AT_SYMLINK_NOFOLLOW, pathlib.PosixPath(self))
+        op = Statx(path, 0 if follow_symlinks else AT_SYMLINK_NOFOLLOW, _named(pathlib.PosixPath(self)))
         await _perform(driver, op)
         return stat_result(op.buf)
 
@@ -163,7 +163,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
         if driver is None or path is None:
             return await TRIO_PATH["unlink"](self, missing_ok)  # type: ignore[no-any-return]
         try:
-            await _perform(driver, UnlinkAt(path, 0, pathlib.PosixPath(self)))
+            await _perform(driver, UnlinkAt(path, 0, _named(pathlib.PosixPath(self))))
         except FileNotFoundError:
             if not missing_ok:
                 raise
@@ -174,7 +174,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
         path = _c_path(self)
         if driver is None or path is None:
             return await TRIO_PATH["rmdir"](self)  # type: ignore[no-any-return]
-        await _perform(driver, UnlinkAt(path, AT_REMOVEDIR, pathlib.PosixPath(self)))
+        await _perform(driver, UnlinkAt(path, AT_REMOVEDIR, _named(pathlib.PosixPath(self))))
 
     async def rename(self, target: Any) -> Path:
         """Like pathlib's rename: IORING_OP_RENAMEAT. Returns the new path."""
@@ -186,7 +186,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
             new = None
         if driver is None or path is None or new is None or b"\0" in new:
             return await TRIO_PATH["rename"](self, target)  # type: ignore[no-any-return]
-        await _perform(driver, RenameAt(path, new, pathlib.PosixPath(self), target))
+        await _perform(driver, RenameAt(path, new, _named(pathlib.PosixPath(self)), _named(target)))
         return self.__class__(target)
 
     async def replace(self, target: Any) -> Path:
@@ -200,7 +200,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
         if driver is None or path is None:
             return await TRIO_PATH["mkdir"](self, mode, parents, exist_ok)  # type: ignore[no-any-return]
         try:
-            await _perform(driver, MkdirAt(path, mode, pathlib.PosixPath(self)))
+            await _perform(driver, MkdirAt(path, mode, _named(pathlib.PosixPath(self))))
         except FileNotFoundError:
             if not parents or self.parent == self:
                 raise
@@ -220,6 +220,29 @@ def _driver_for(opcode: Opcode) -> Driver | None:
     if driver is None or not ring_has(driver, opcode):
         return None
     return driver
+
+
+def _os_errors_keep_path_objects() -> bool:
+    # What an os call names in its OSError for a path object: the object itself
+    # (newer Pythons) or its os.fspath (3.11). pathlib's calls, so Trio's, do either.
+    class Probe:
+        def __fspath__(self) -> str:
+            return ""
+
+    probe = Probe()
+    try:
+        os.stat(probe)
+    except OSError as exc:
+        return exc.filename is probe
+    return False
+
+
+def _named(path: Any) -> Any:
+    """``path`` as an os call would name it in its OSError (``filename``)."""
+    return path if _KEEPS_PATH_OBJECTS or isinstance(path, (str, bytes)) else os.fspath(path)
+
+
+_KEEPS_PATH_OBJECTS: Final = _os_errors_keep_path_objects()
 
 
 def _c_path(path: Any) -> bytes | None:
