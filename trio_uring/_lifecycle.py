@@ -8,7 +8,8 @@ Some facts about io_uring
   with an op.
 * IORING_OP_ASYNC_CANCEL is a request, not a command. When it finds the target,
   the target's own CQE says ``-ECANCELED`` (``-EINTR`` if it was running in an
-  io-wq thread); but the target may already have completed with its real result
+  io-wq thread, or a "restart the call" errno such as ``-ERESTARTSYS`` for an
+  OPENAT waiting for a FIFO's other end); but the target may already have completed with its real result
   (bytes received, an accepted fd), and then the cancel says ``-ENOENT`` or
   ``-EALREADY``. Either way the target's CQE still arrives, and only it ends the op.
 * Until that CQE the kernel may read or write everything the SQE points at: data
@@ -184,7 +185,7 @@ class Event(enum.Enum):
     CLOSE = "notify_closing retires the op's fd"
     ABANDON = "nobody will wait for its result any more"
     CQE = "the final CQE, with a result or an error"
-    CQE_CANCELED = "the final CQE, -ECANCELED (or -EINTR: cancelled while running in an io-wq thread)"
+    CQE_CANCELED = "the final CQE, -ECANCELED (or -EINTR, -ERESTARTSYS...: cancelled while running in an io-wq thread)"
 
 
 _S, _E = State, Event
@@ -229,7 +230,7 @@ TRANSITIONS: Final[dict[State, dict[Event, State]]] = {
 
 _SENDS_CANCEL: Final = frozenset({State.CANCELLING, State.CLOSING, State.ABANDONED})
 # The final CQE's transition by state, precomputed for dispatch: (res ok or an
-# error, res -ECANCELED/-EINTR).
+# error, res in _INTERRUPTED).
 _AFTER_CQE: Final = {s: (t[Event.CQE], t[Event.CQE_CANCELED]) for s, t in TRANSITIONS.items() if t}
 
 IN_FLIGHT: Final = State.IN_FLIGHT
@@ -245,6 +246,11 @@ FIRST_OP: Final = 16
 
 _ECANCELED: Final = -errno.ECANCELED
 _EINTR: Final = -errno.EINTR
+# A final CQE that says the op was stopped with nothing done: -ECANCELED; -EINTR,
+# or one of the kernel's "restart the call" errnos (ERESTARTSYS, ERESTARTNOINTR,
+# ERESTARTNOHAND, ERESTART_RESTARTBLOCK), which some ops (OPENAT, ...) pass on
+# when the cancel interrupts them in an io-wq thread.
+_INTERRUPTED: Final = frozenset({_ECANCELED, _EINTR, -512, -513, -514, -516})
 _EAGAIN: Final = -errno.EAGAIN
 
 # The buffer group id of the provided-buffer ring (one per ring).
@@ -731,7 +737,7 @@ class Driver:
             if op is None:
                 continue
             op.complete(res, flags)
-            state = op.state = _AFTER_CQE[op.state][res == _ECANCELED or res == _EINTR]
+            state = op.state = _AFTER_CQE[op.state][res < 0 and res in _INTERRUPTED]
             if op.fdstate is not None:
                 _release(op)
             task = op.task

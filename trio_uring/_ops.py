@@ -737,10 +737,6 @@ class _FileOp(Op):
         return res
 
 
-# ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK (include/linux/errno.h).
-_RESTART_ERRNOS: Final = frozenset({512, 513, 514, 516})
-
-
 def _c_path(path: bytes) -> Any:
     return ffi.new("char[]", path)  # NUL-terminated, owned by the op until its CQE
 
@@ -752,11 +748,6 @@ class OpenAt(_FileOp):
     opcode = Opcode.OPENAT
     used_for = "trio_uring.open_file, Path.open"
     since = "5.6"
-    #: The kernel's "restart the call" errnos, which OPENAT passes on when the
-    #: ASYNC_CANCEL interrupts an open waiting in io-wq (a FIFO's, for its other
-    #: end): nothing was opened. A cancelled task leaves; otherwise it is restarted,
-    #: as the syscall would be.
-    retry_errnos = _RESTART_ERRNOS
 
     def __init__(self, path: bytes, open_flags: int, mode: int, filename: object, dir_fd: int = AT_FDCWD) -> None:
         super().__init__(-1, filename)
