@@ -605,11 +605,14 @@ class UringSocket(_SocketType):
         driver = current_driver()
         if driver is None or self.family not in _ENCODED_FAMILIES:
             return await super().recvfrom_into(buffer, nbytes, flags)
+        view = None
         try:
             ffi.release(_writable(buffer, "recvfrom_into"))  # the stdlib's TypeError first
             view = memoryview(buffer).cast("B")
             view = view[: _nbytes(nbytes, len(view), "recvfrom_into")]
         except BaseException as exc:
+            if view is not None:
+                view.release()  # else the traceback keeps the caller's buffer exported
             await checkpoint_if_cancelled()
             await _raise_after_checkpoint(exc)
         n, _, _, address = await self._io(driver, _recvmsg, [view], 0, flags)
@@ -753,12 +756,21 @@ async def socket_async(family: int = -1, type: int = -1, proto: int = -1) -> tri
 
 
 def _defaults(family: int, type: int, proto: int) -> tuple[int, int, int]:
-    # socket.socket's: -1 stands for the default of each argument.
+    # socket.socket's: each argument a C int (its TypeError and OverflowError: the
+    # SQE's wider fields would take a larger one, cut), -1 standing for its default.
+    family, type, proto = _c_int(family), _c_int(type), _c_int(proto)
     return (
         _stdlib_socket.AF_INET if family == -1 else family,
         _stdlib_socket.SOCK_STREAM if type == -1 else type,
         0 if proto == -1 else proto,
     )
+
+
+def _c_int(value: Any) -> int:
+    n = operator.index(value)
+    if not -(2**31) <= n < 2**31:
+        raise OverflowError("Python int too large to convert to C int")
+    return n
 
 
 def _wrap_created(fd: int, family: int, type: int, proto: int) -> UringSocket:

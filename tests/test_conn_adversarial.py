@@ -1,0 +1,106 @@
+"""Socket creation, addresses and connections as an adversarial user meets them:
+each compared with what the stdlib (so stock Trio) does."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket as stdlib_socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import trio_uring
+
+LOCALHOST = "127.0.0.1"
+
+
+def outcome(call: Callable[[], Any]) -> tuple[str, str]:
+    try:
+        result = call()
+    except Exception as exc:
+        return type(exc).__name__, str(exc)
+    if isinstance(result, stdlib_socket.socket):
+        result.close()
+    return "ok", ""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("x",),
+        (2.0,),
+        (stdlib_socket.AF_INET, "x"),
+        (stdlib_socket.AF_INET, 2**40),  # cut to 32 bits, it was SOCK_STREAM's bits: EPROTOTYPE-like OSError
+        (stdlib_socket.AF_INET, stdlib_socket.SOCK_STREAM, 2**32 + 6),
+        (2**31,),
+        (-(2**31) - 1,),
+    ],
+)
+async def test_socket_arguments_are_c_ints_as_the_stdlibs(args: tuple[Any, ...]) -> None:
+    """IORING_OP_SOCKET's fields are wider than socket(2)'s C ints: an argument out
+    of range must be the stdlib's OverflowError, not a number cut to size."""
+    expected = outcome(lambda: stdlib_socket.socket(*args))
+    assert expected[0] in ("TypeError", "OverflowError")
+    assert outcome(lambda: trio.socket.socket(*args)) == expected
+    with pytest.raises(Exception) as info:
+        await trio_uring.socket.socket_async(*args)
+    assert (type(info.value).__name__, str(info.value)) == expected
+
+
+async def test_a_refused_recvfrom_into_lets_go_of_the_callers_buffer() -> None:
+    udp = trio.socket.socket(type=stdlib_socket.SOCK_DGRAM)
+    with udp:
+        await udp.bind((LOCALHOST, 0))
+        buf = bytearray(4)
+        with pytest.raises(ValueError, match="nbytes is greater") as info:
+            await udp.recvfrom_into(buf, 10)
+        buf.extend(b"more")  # BufferError while the traceback kept a view of it exported
+        del info
+
+
+async def test_an_ipv6_address_is_read_as_the_stdlib_reads_it() -> None:
+    """flowinfo and scope_id are the stdlib's "I" (any int, cut to 32 bits): what it
+    sends to, we send to; what it refuses, we refuse with its words."""
+    receiver = trio.socket.socket(stdlib_socket.AF_INET6, stdlib_socket.SOCK_DGRAM)
+    sender = trio.socket.socket(stdlib_socket.AF_INET6, stdlib_socket.SOCK_DGRAM)
+    stdlib_sender = stdlib_socket.socket(stdlib_socket.AF_INET6, stdlib_socket.SOCK_DGRAM)
+    with receiver, sender, stdlib_sender:
+        await receiver.bind(("::1", 0))
+        port = receiver.getsockname()[1]
+        for extra in [(2**32,), (0, 2**32 + 1), (0, -1), (0, 2**64), (-1,), ("x",), (0, "x"), (1.0,)]:
+            address = ("::1", port, *extra)
+            expected = outcome(lambda: stdlib_sender.sendto(b"x", address))  # noqa: B023
+            try:
+                await sender.sendto(b"x", address)
+                got = ("ok", "")
+            except Exception as exc:
+                got = (type(exc).__name__, str(exc))
+            assert got == expected, address
+        assert stdlib_sender.sendto(b"!", ("::1", port)) == 1
+        with trio.fail_after(5):
+            while await receiver.recv(10) != b"!":  # every datagram the stdlib sent, we sent
+                pass
+
+
+async def test_an_af_unix_path_with_undecodable_bytes(tmp_path: Path) -> None:
+    """A str path is the stdlib's os.fsencode of it (surrogateescape): the name
+    os.listdir returns for a file whose name is not UTF-8 connects to that file."""
+    raw = os.fsencode(tmp_path) + b"/sock-\xff"
+    server = stdlib_socket.socket(stdlib_socket.AF_UNIX)
+    with server:
+        server.bind(raw)
+        server.listen()
+        (name,) = os.listdir(tmp_path)
+        assert name == "sock-\udcff"
+        client = trio.socket.socket(stdlib_socket.AF_UNIX)
+        with client:
+            await client.connect(str(tmp_path / name))
+            assert client.getpeername() == os.fsdecode(raw)
+            datagram = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_DGRAM)
+            with datagram, pytest.raises(OSError) as info:
+                await datagram.sendto(b"x", str(tmp_path / name))  # reaches the stream socket
+            assert info.value.errno == errno.EPROTOTYPE  # (the file was found)
