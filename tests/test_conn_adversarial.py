@@ -104,3 +104,26 @@ async def test_an_af_unix_path_with_undecodable_bytes(tmp_path: Path) -> None:
             with datagram, pytest.raises(OSError) as info:
                 await datagram.sendto(b"x", str(tmp_path / name))  # reaches the stream socket
             assert info.value.errno == errno.EPROTOTYPE  # (the file was found)
+
+
+async def test_a_detached_listener_leaves_the_new_owner_its_connections() -> None:
+    """detach() hands the fd over. The multishot ACCEPT an earlier accept() armed
+    must stop before detach returns (the new owner may accept without our run
+    entering the kernel again); a connection it had queued ahead is closed, not kept."""
+    listener = trio.socket.socket()
+    await listener.bind((LOCALHOST, 0))
+    listener.listen()
+    address = listener.getsockname()
+    with stdlib_socket.create_connection(address):
+        accepted, _ = await listener.accept()  # arms the multishot
+        accepted.close()
+    queued = stdlib_socket.create_connection(address)
+    await trio.sleep(0.05)  # accepted ahead, into the queue
+    with queued, stdlib_socket.socket(fileno=listener.detach()) as owner:
+        owner.settimeout(2)
+        for _ in range(3):  # no checkpoint: the multishot would take them in our syscalls
+            with stdlib_socket.create_connection(address):
+                conn, _ = owner.accept()
+                conn.close()
+        queued.settimeout(2)
+        assert queued.recv(1) == b""  # closed by us: nobody could accept it any more

@@ -257,6 +257,13 @@ class UringSocket(_SocketType):
     def dup(self) -> UringSocket:
         return UringSocket(self._sock.dup())
 
+    def detach(self) -> int:
+        # The fd is the caller's from now on: a listener's multishot ACCEPT must not
+        # go on taking its connections (stock Trio's detached socket takes none).
+        if self._accepts is not None:
+            self._accepts.close()
+        return self._sock.detach()
+
     def __exit__(self, *exc_info: object) -> None:
         # Trio's __exit__ closes the stdlib socket directly. Ours must cancel the
         # socket's ops first: an in-flight op (a multishot ACCEPT) holds the file,
@@ -712,6 +719,7 @@ class _AcceptQueue:
         op, driver = self.op, self.driver
         if op is not None and driver is not None and not driver.closed and threading.get_ident() == driver.thread:
             driver.cancel(op)
+            driver.ring.submit()  # now: the fd may have a new owner (detach) before our next tick
 
 
 # ---------------------------------------------------------------- creation
