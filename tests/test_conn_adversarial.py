@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import trio
+from trio.testing import assert_checkpoints
 
 import trio_uring
 
@@ -46,7 +47,7 @@ async def test_socket_arguments_are_c_ints_as_the_stdlibs(args: tuple[Any, ...])
     expected = outcome(lambda: stdlib_socket.socket(*args))
     assert expected[0] in ("TypeError", "OverflowError")
     assert outcome(lambda: trio.socket.socket(*args)) == expected
-    with pytest.raises(Exception) as info:
+    with assert_checkpoints(), pytest.raises(Exception) as info:
         await trio_uring.socket.socket_async(*args)
     assert (type(info.value).__name__, str(info.value)) == expected
 

@@ -751,12 +751,15 @@ def socket(
 async def socket_async(family: int = -1, type: int = -1, proto: int = -1) -> trio.socket.SocketType:
     """`socket`, as a checkpoint that waits for the IORING_OP_SOCKET completion
     with the run loop instead of blocking it."""
-    family, type, proto = _defaults(family, type, proto)
     driver = current_driver()
     if driver is None:
         await trio.lowlevel.checkpoint()
-        return trio.socket.socket(family, type, proto)
+        return trio.socket.socket(*_defaults(family, type, proto))
     await checkpoint_if_cancelled()
+    try:
+        family, type, proto = _defaults(family, type, proto)
+    except BaseException as exc:
+        await _raise_after_checkpoint(exc)  # a checkpoint either way, as Trio's calls
     # A socket created although the caller was cancelled is still returned (the
     # cancel is delivered at the next checkpoint): it is never lost unclosed.
     fd = await driver.perform(Socket(family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, proto), None)
