@@ -258,10 +258,11 @@ class UringSocket(_SocketType):
         return UringSocket(self._sock.dup())
 
     def detach(self) -> int:
-        # The fd is the caller's from now on: a listener's multishot ACCEPT must not
-        # go on taking its connections (stock Trio's detached socket takes none).
+        # The fd is the caller's from now on: a listener's multishot ACCEPT must stop
+        # before we return, not at our next tick (the new owner may accept first;
+        # stock Trio's detached socket takes no connection).
         if self._accepts is not None:
-            self._accepts.close()
+            self._accepts.close(submit=True)
         return self._sock.detach()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -712,14 +713,15 @@ class _AcceptQueue:
         if self.waiter is not None and self.driver is not None:
             self.driver.wake(self.waiter)
 
-    def close(self) -> None:
+    def close(self, *, submit: bool = False) -> None:
         self.closed = True
         while self.ready:
             close_quietly(self.ready.popleft())
         op, driver = self.op, self.driver
         if op is not None and driver is not None and not driver.closed and threading.get_ident() == driver.thread:
             driver.cancel(op)
-            driver.ring.submit()  # now: the fd may have a new owner (detach) before our next tick
+            if submit:  # (not from the finalizer: the garbage collector may run mid-tick)
+                driver.ring.submit()
 
 
 # ---------------------------------------------------------------- creation
