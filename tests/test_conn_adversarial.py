@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import socket as stdlib_socket
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -128,3 +129,42 @@ async def test_a_detached_listener_leaves_the_new_owner_its_connections() -> Non
                 conn.close()
         queued.settimeout(2)
         assert queued.recv(1) == b""  # closed by us: nobody could accept it any more
+
+
+async def _queue_two_and_reset_one() -> tuple[trio.socket.SocketType, list[stdlib_socket.socket]]:
+    listener = trio.socket.socket()
+    await listener.bind((LOCALHOST, 0))
+    listener.listen()
+    clients = [stdlib_socket.create_connection(listener.getsockname()) for _ in range(3)]
+    conn, _ = await listener.accept()  # arms the multishot, which takes the other two
+    conn.close()
+    await trio.sleep(0.05)
+    clients[1].setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_LINGER, struct.pack("ii", 1, 0))
+    clients[1].close()  # a reset, once queued: its address can no longer be read
+    await trio.sleep(0.05)
+    return listener, clients
+
+
+async def _serve_one(listener: trio.socket.SocketType) -> Any:
+    with trio.fail_after(5):
+        stream = await trio.SocketListener(listener).accept()
+    with stream.socket:
+        return stream.socket.getpeername()
+
+
+def test_a_later_stock_run_skips_a_queued_connection_whose_peer_is_gone(stock_trio: None) -> None:
+    """Connections an io_uring run queued go to the listener's next accept() in a
+    stock run. One reset meanwhile is skipped, as in a run on io_uring: its
+    getpeername's ENOTCONN is no error SocketListener.accept expects (stock Trio's
+    accept(2) says ECONNABORTED, which it ignores), so serve_listeners would die."""
+    listener, clients = trio_uring.run(_queue_two_and_reset_one)
+    try:
+        assert trio.run(_serve_one, listener) == clients[2].getsockname()
+    finally:
+        trio.run(_close, listener)
+        for client in clients:
+            client.close()
+
+
+async def _close(sock: trio.socket.SocketType) -> None:
+    sock.close()

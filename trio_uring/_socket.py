@@ -374,9 +374,15 @@ class UringSocket(_SocketType):
         driver = current_driver()
         if driver is None:
             if self._accepts is not None and self._accepts.ready:
-                # Connections an io_uring run accepted ahead are still ours to hand out.
+                # Connections an io_uring run accepted ahead are still ours to hand
+                # out, those whose peer is gone skipped as below (ENOTCONN is no
+                # error SocketListener.accept expects: serve_listeners would die).
                 await trio.lowlevel.checkpoint()
-                return self._wrap_accepted(self._accepts.ready.popleft())
+                while self._accepts.ready:
+                    try:
+                        return self._wrap_accepted(self._accepts.ready.popleft())
+                    except OSError:
+                        continue
             return await super().accept()
         while True:
             fd = await self._accept_fd(driver)
