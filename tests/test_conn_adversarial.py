@@ -7,12 +7,14 @@ import errno
 import os
 import socket as stdlib_socket
 import struct
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from trio.testing import assert_checkpoints
 
 import trio_uring
@@ -168,3 +170,71 @@ def test_a_later_stock_run_skips_a_queued_connection_whose_peer_is_gone(stock_tr
 
 async def _close(sock: trio.socket.SocketType) -> None:
     sock.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("how", ["socket", "listener"])
+def test_a_listener_shared_by_runs_in_two_threads(how: str) -> None:
+    """A listening socket shared by io_uring runs in two threads, as stock Trio
+    allows: the run whose accept() armed the queue keeps it; the other accepts as
+    stock Trio does. (Taking the queue over left the owner's parked accept()
+    asleep for good, with its connections queued, or woke the other run's task
+    from the owner's thread.)"""
+    shared: list[trio.socket.SocketType] = []
+    parked = threading.Event()
+    other_done = threading.Event()
+    clients: list[stdlib_socket.socket] = []
+    owner_got: list[object] = []
+    other_got: list[object] = []
+
+    async def owner() -> None:
+        listener = trio.socket.socket()
+        await listener.bind((LOCALHOST, 0))
+        listener.listen()
+        shared.append(listener)
+        with listener:
+            async with trio.open_nursery() as nursery:
+
+                async def accept_forever() -> None:
+                    while True:
+                        owner_got.append(await _accept_peer(listener, how))
+
+                nursery.start_soon(accept_forever)
+                await trio.testing.wait_all_tasks_blocked()
+                parked.set()  # parked in accept(): the multishot is armed
+                await trio.to_thread.run_sync(other_done.wait)
+                clients.append(stdlib_socket.create_connection(listener.getsockname()))
+                with trio.fail_after(5):
+                    while len(owner_got) + len(other_got) < len(clients):
+                        await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+
+    async def other() -> None:
+        listener = shared[0]
+        clients.append(stdlib_socket.create_connection(listener.getsockname()))
+        with trio.move_on_after(0.5):  # the owner's multishot may take it first
+            other_got.append(await _accept_peer(listener, how))
+
+    thread = threading.Thread(target=lambda: trio_uring.run(owner))
+    thread.start()
+    try:
+        assert parked.wait(10)
+        trio_uring.run(other)
+    finally:
+        other_done.set()
+        thread.join(20)
+        names = sorted(str(client.getsockname()) for client in clients)
+        for client in clients:
+            client.close()
+    assert not thread.is_alive()
+    assert sorted(map(str, owner_got + other_got)) == names
+
+
+async def _accept_peer(listener: trio.socket.SocketType, how: str) -> Any:
+    if how == "socket":
+        conn, peer = await listener.accept()
+        with conn:
+            return peer
+    stream = await trio.SocketListener(listener).accept()
+    with stream.socket:
+        return stream.socket.getpeername()

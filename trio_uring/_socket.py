@@ -372,6 +372,8 @@ class UringSocket(_SocketType):
         """Like `socket.socket.accept`, but async: connections come from a multishot
         IORING_OP_ACCEPT armed on the first call and queued between calls."""
         driver = current_driver()
+        if driver is not None and self._queued_by_another_run(driver):
+            return await super().accept()
         if driver is None:
             if self._accepts is not None and self._accepts.ready:
                 # Connections an io_uring run accepted ahead are still ours to hand
@@ -396,9 +398,21 @@ class UringSocket(_SocketType):
     async def _accept_socket(self, driver: Driver) -> UringSocket:
         """`accept` without the peer's address (a stream does not need it: one
         getpeername syscall less per connection)."""
+        if self._queued_by_another_run(driver):
+            accepted, _ = await super().accept()
+            assert isinstance(accepted, UringSocket)  # made while this run is on io_uring
+            return accepted
         fd = await self._accept_fd(driver)
         sock = self._sock
         return UringSocket(_stdlib_socket.socket(sock.family, sock.type | SOCK_NONBLOCK, sock.proto, fd))
+
+    def _queued_by_another_run(self, driver: Driver) -> bool:
+        """Whether this listener's accept queue belongs to another run still going
+        (one socket shared by runs in several threads). Such a run accepts as stock
+        Trio does: the queue, its waiter and its multishot are their run's alone
+        (taken over, the owner's parked accept() was never woken again)."""
+        owner = self._accepts.driver if self._accepts is not None else None
+        return owner is not None and owner is not driver and not owner.closed
 
     async def _accept_fd(self, driver: Driver) -> int:
         await checkpoint_if_cancelled()
