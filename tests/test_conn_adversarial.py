@@ -38,7 +38,7 @@ def outcome(call: Callable[[], Any]) -> tuple[str, str]:
         ("x",),
         (2.0,),
         (stdlib_socket.AF_INET, "x"),
-        (stdlib_socket.AF_INET, 2**40),  # cut to 32 bits, it was SOCK_STREAM's bits: EPROTOTYPE-like OSError
+        (stdlib_socket.AF_INET, 2**40),  # cut to 32 bits it was type 0: OSError ESOCKTNOSUPPORT
         (stdlib_socket.AF_INET, stdlib_socket.SOCK_STREAM, 2**32 + 6),
         (2**31,),
         (-(2**31) - 1,),
