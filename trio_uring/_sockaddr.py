@@ -13,6 +13,7 @@ A `MsgHdr` owns every buffer its msghdr points to; the op that uses it keeps it
 from __future__ import annotations
 
 import operator
+import os
 import socket as _stdlib_socket
 import struct
 from collections.abc import Iterable
@@ -59,11 +60,14 @@ def encode(family: int, address: Any, method: str = "connect") -> bytes | None:
                 f"AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]]), not {type(address).__name__}"
             )
         host, port, flowinfo, scope_id = (*address, 0, 0)[:4]
+        # flowinfo and scope_id as the stdlib reads them ("I": any int, cut to 32 bits).
+        flowinfo = operator.index(flowinfo) & 0xFFFF_FFFF
         if not 0 <= flowinfo <= 0xFFFFF:
             raise OverflowError(f"{method}(): flowinfo must be 0-1048575.")
         host, _, scope_name = host.partition("%")
         if scope_name and not scope_id:
             scope_id = int(scope_name) if scope_name.isdigit() else _stdlib_socket.if_nametoindex(scope_name)
+        scope_id = operator.index(scope_id) & 0xFFFF_FFFF
         packed = _stdlib_socket.inet_pton(AF_INET6, host)
         return (
             struct.pack("=H", AF_INET6)
@@ -72,7 +76,9 @@ def encode(family: int, address: Any, method: str = "connect") -> bytes | None:
             + struct.pack("=I", scope_id)
         )
     if family == AF_UNIX:
-        path = address.encode() if isinstance(address, str) else bytes(address)
+        # A str path as the stdlib encodes it: os.fsencode (surrogateescape), so a
+        # name os.listdir gave back for undecodable bytes names that file.
+        path = os.fsencode(address) if isinstance(address, str) else bytes(address)
         if len(path) > _SUN_PATH_MAX or (len(path) == _SUN_PATH_MAX and path[:1] != b"\0"):
             raise OSError(36, "AF_UNIX path too long")
         if path[:1] == b"\0" or not path:  # abstract namespace: exact length, no terminator
@@ -244,4 +250,3 @@ def _buffer(b: Any, writable: bool) -> Any:
                 "recvmsg_into() argument 1 must be an iterable of single-segment read-write buffers"
             ) from None
         raise TypeError(f"a bytes-like object is required, not '{type(b).__name__}'") from None
-

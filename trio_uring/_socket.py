@@ -257,6 +257,14 @@ class UringSocket(_SocketType):
     def dup(self) -> UringSocket:
         return UringSocket(self._sock.dup())
 
+    def detach(self) -> int:
+        # The fd is the caller's from now on: a listener's multishot ACCEPT must stop
+        # before we return, not at our next tick (the new owner may accept first;
+        # stock Trio's detached socket takes no connection).
+        if self._accepts is not None:
+            self._accepts.close(submit=True)
+        return self._sock.detach()
+
     def __exit__(self, *exc_info: object) -> None:
         # Trio's __exit__ closes the stdlib socket directly. Ours must cancel the
         # socket's ops first: an in-flight op (a multishot ACCEPT) holds the file,
@@ -364,11 +372,19 @@ class UringSocket(_SocketType):
         """Like `socket.socket.accept`, but async: connections come from a multishot
         IORING_OP_ACCEPT armed on the first call and queued between calls."""
         driver = current_driver()
+        if driver is not None and self._queued_by_another_run(driver):
+            return await super().accept()
         if driver is None:
             if self._accepts is not None and self._accepts.ready:
-                # Connections an io_uring run accepted ahead are still ours to hand out.
+                # Connections an io_uring run accepted ahead are still ours to hand
+                # out, those whose peer is gone skipped as below (ENOTCONN is no
+                # error SocketListener.accept expects: serve_listeners would die).
                 await trio.lowlevel.checkpoint()
-                return self._wrap_accepted(self._accepts.ready.popleft())
+                while self._accepts.ready:
+                    try:
+                        return self._wrap_accepted(self._accepts.ready.popleft())
+                    except OSError:
+                        continue
             return await super().accept()
         while True:
             fd = await self._accept_fd(driver)
@@ -382,9 +398,21 @@ class UringSocket(_SocketType):
     async def _accept_socket(self, driver: Driver) -> UringSocket:
         """`accept` without the peer's address (a stream does not need it: one
         getpeername syscall less per connection)."""
+        if self._queued_by_another_run(driver):
+            accepted, _ = await super().accept()
+            assert isinstance(accepted, UringSocket)  # made while this run is on io_uring
+            return accepted
         fd = await self._accept_fd(driver)
         sock = self._sock
         return UringSocket(_stdlib_socket.socket(sock.family, sock.type | SOCK_NONBLOCK, sock.proto, fd))
+
+    def _queued_by_another_run(self, driver: Driver) -> bool:
+        """Whether this listener's accept queue belongs to another run still going
+        (one socket shared by runs in several threads). Such a run accepts as stock
+        Trio does: the queue, its waiter and its multishot are their run's alone
+        (taken over, the owner's parked accept() was never woken again)."""
+        owner = self._accepts.driver if self._accepts is not None else None
+        return owner is not None and owner is not driver and not owner.closed
 
     async def _accept_fd(self, driver: Driver) -> int:
         await checkpoint_if_cancelled()
@@ -605,11 +633,14 @@ class UringSocket(_SocketType):
         driver = current_driver()
         if driver is None or self.family not in _ENCODED_FAMILIES:
             return await super().recvfrom_into(buffer, nbytes, flags)
+        view = None
         try:
             ffi.release(_writable(buffer, "recvfrom_into"))  # the stdlib's TypeError first
             view = memoryview(buffer).cast("B")
             view = view[: _nbytes(nbytes, len(view), "recvfrom_into")]
         except BaseException as exc:
+            if view is not None:
+                view.release()  # else the traceback keeps the caller's buffer exported
             await checkpoint_if_cancelled()
             await _raise_after_checkpoint(exc)
         n, _, _, address = await self._io(driver, _recvmsg, [view], 0, flags)
@@ -702,13 +733,15 @@ class _AcceptQueue:
         if self.waiter is not None and self.driver is not None:
             self.driver.wake(self.waiter)
 
-    def close(self) -> None:
+    def close(self, *, submit: bool = False) -> None:
         self.closed = True
         while self.ready:
             close_quietly(self.ready.popleft())
         op, driver = self.op, self.driver
         if op is not None and driver is not None and not driver.closed and threading.get_ident() == driver.thread:
             driver.cancel(op)
+            if submit:  # (not from the finalizer: the garbage collector may run mid-tick)
+                driver.ring.submit()
 
 
 # ---------------------------------------------------------------- creation
@@ -740,12 +773,15 @@ def socket(
 async def socket_async(family: int = -1, type: int = -1, proto: int = -1) -> trio.socket.SocketType:
     """`socket`, as a checkpoint that waits for the IORING_OP_SOCKET completion
     with the run loop instead of blocking it."""
-    family, type, proto = _defaults(family, type, proto)
     driver = current_driver()
     if driver is None:
         await trio.lowlevel.checkpoint()
-        return trio.socket.socket(family, type, proto)
+        return trio.socket.socket(*_defaults(family, type, proto))
     await checkpoint_if_cancelled()
+    try:
+        family, type, proto = _defaults(family, type, proto)
+    except BaseException as exc:
+        await _raise_after_checkpoint(exc)  # a checkpoint either way, as Trio's calls
     # A socket created although the caller was cancelled is still returned (the
     # cancel is delivered at the next checkpoint): it is never lost unclosed.
     fd = await driver.perform(Socket(family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, proto), None)
@@ -753,12 +789,21 @@ async def socket_async(family: int = -1, type: int = -1, proto: int = -1) -> tri
 
 
 def _defaults(family: int, type: int, proto: int) -> tuple[int, int, int]:
-    # socket.socket's: -1 stands for the default of each argument.
+    # socket.socket's: each argument a C int (its TypeError and OverflowError: the
+    # SQE's wider fields would take a larger one, cut), -1 standing for its default.
+    family, type, proto = _c_int(family), _c_int(type), _c_int(proto)
     return (
         _stdlib_socket.AF_INET if family == -1 else family,
         _stdlib_socket.SOCK_STREAM if type == -1 else type,
         0 if proto == -1 else proto,
     )
+
+
+def _c_int(value: Any) -> int:
+    n = operator.index(value)
+    if not -(2**31) <= n < 2**31:
+        raise OverflowError("Python int too large to convert to C int")
+    return n
 
 
 def _wrap_created(fd: int, family: int, type: int, proto: int) -> UringSocket:
