@@ -9,9 +9,9 @@ Some facts about io_uring
 * IORING_OP_ASYNC_CANCEL is a request, not a command. When it finds the target,
   the target's own CQE says ``-ECANCELED`` (``-EINTR`` if it was running in an
   io-wq thread, or a "restart the call" errno such as ``-ERESTARTSYS`` for an
-  OPENAT waiting for a FIFO's other end); but the target may already have completed with its real result
-  (bytes received, an accepted fd), and then the cancel says ``-ENOENT`` or
-  ``-EALREADY``. Either way the target's CQE still arrives, and only it ends the op.
+  OPENAT waiting for a FIFO's other end); but the target may already have
+  completed with its real result (bytes received, an accepted fd), and then the
+  cancel says ``-ENOENT`` or ``-EALREADY``. Either way the target's CQE still arrives, and only it ends the op.
 * Until that CQE the kernel may read or write everything the SQE points at: data
   buffers, msghdrs, a provided-buffer ring. (Inputs such as connect's sockaddr are
   copied at submission, IORING_FEAT_SUBMIT_STABLE; we keep them anyway.)
