@@ -149,9 +149,12 @@ step "our tests: pytest tests/ ${PYTEST_ARGS[*]:-}"
 set +e
 # Left out: tests that build the package or run make, whose tools ASan (preloaded into
 # every child) would judge instead of our C layer (make 4.3 over-reads in strndup);
-# `make test-ours` runs them.
+# and a test that measures peak RSS, which under ASan is its shadow memory and
+# allocator (932 MiB for one untouched 2 GiB buffer), not ours. `make test-ours`
+# runs them.
 NOT_OURS=(--ignore=tests/test_packaging.py
-          --deselect tests/test_trio_contract.py::test_dependency_and_make_target_follow_the_oldest_tested_trio)
+          --deselect tests/test_trio_contract.py::test_dependency_and_make_target_follow_the_oldest_tested_trio
+          --deselect tests/test_files_adversarial.py::test_a_huge_read_size_commits_no_memory)
 (cd "$SRC" && timeout "$TIMEOUT" "$VPY" -m pytest -q -p no:cacheprovider -o faulthandler_timeout=300 tests/ "${NOT_OURS[@]}" "${PYTEST_ARGS[@]}") 2>&1 | tee "$LOG/pytest.log"
 tests_status=${PIPESTATUS[0]}
 set -e
